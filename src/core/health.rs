@@ -1,0 +1,104 @@
+//! Turning raw signals into observations: Healthy, Unhealthy or Unknown.
+//!
+//! Unknown (an API error, a throttle, no answer) never counts as failure: a `dr` that loses its
+//! own network must not fail the company over.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One signal's verdict about one region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Observation {
+    /// The signal says the region serves.
+    Healthy,
+    /// The signal says the region does not serve.
+    Unhealthy,
+    /// The signal could not be read.
+    Unknown,
+}
+
+impl fmt::Display for Observation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Observation::Healthy => "healthy",
+            Observation::Unhealthy => "unhealthy",
+            Observation::Unknown => "unknown",
+        })
+    }
+}
+
+/// Route53 calls an endpoint healthy when more than this share of its checkers do.
+pub const ROUTE53_HEALTHY_SHARE: f64 = 0.18;
+
+/// Route53's verdict from its checkers' reports, as `GetHealthCheckStatus` returns them.
+pub fn classify_checkers(healthy: u32, total: u32) -> Observation {
+    if total == 0 {
+        return Observation::Unknown;
+    }
+    if f64::from(healthy) / f64::from(total) > ROUTE53_HEALTHY_SHARE {
+        Observation::Healthy
+    } else {
+        Observation::Unhealthy
+    }
+}
+
+/// What a probe of `/health` got back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum ProbeResult {
+    /// An HTTP answer with this status.
+    Status {
+        /// The HTTP status code.
+        code: u16,
+    },
+    /// The connection was refused or reset: something answered, and it was not the service.
+    Refused,
+    /// No answer within the timeout.
+    Timeout,
+}
+
+/// The verdict of one probe. A timeout on its own cannot tell a dead region from a dead local
+/// network, so it is Unknown unless `peer_answered`: some other region answered a probe in the
+/// same round, which shows this side's network works.
+pub fn classify_probe(result: &ProbeResult, peer_answered: bool) -> Observation {
+    match result {
+        ProbeResult::Status { code: 200..=299 } => Observation::Healthy,
+        ProbeResult::Status { .. } | ProbeResult::Refused => Observation::Unhealthy,
+        ProbeResult::Timeout if peer_answered => Observation::Unhealthy,
+        ProbeResult::Timeout => Observation::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_than_eighteen_percent_of_checkers_is_healthy() {
+        assert_eq!(classify_checkers(3, 16), Observation::Healthy); // 18.75%
+        assert_eq!(classify_checkers(2, 16), Observation::Unhealthy); // 12.5%
+        assert_eq!(classify_checkers(18, 100), Observation::Unhealthy); // exactly 18%
+        assert_eq!(classify_checkers(0, 0), Observation::Unknown);
+    }
+
+    #[test]
+    fn probe_timeouts_are_unknown_unless_a_peer_answered() {
+        let ok = ProbeResult::Status { code: 200 };
+        assert_eq!(classify_probe(&ok, false), Observation::Healthy);
+        let down = ProbeResult::Status { code: 503 };
+        assert_eq!(classify_probe(&down, false), Observation::Unhealthy);
+        assert_eq!(
+            classify_probe(&ProbeResult::Refused, false),
+            Observation::Unhealthy
+        );
+        assert_eq!(
+            classify_probe(&ProbeResult::Timeout, false),
+            Observation::Unknown
+        );
+        assert_eq!(
+            classify_probe(&ProbeResult::Timeout, true),
+            Observation::Unhealthy
+        );
+    }
+}
