@@ -4,8 +4,11 @@
 //! `provider` talks to AWS or the simulator, `store` keeps the checkpoint log, `engine` carries
 //! plans out, `drill` runs scenarios, and `cli` is the `dr` command. See ARCHITECTURE.md.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod drill;
+pub mod engine;
 pub mod provider;
 pub mod store;

@@ -239,7 +239,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates config text; `path` is used for messages and to resolve relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let checker = Checker { text, path };
-    let raw: RawConfig = toml::from_str(text).map_err(|err| checker.from_toml(&err))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|err| checker.toml_error(&err))?;
     checker.build(raw)
 }
 
@@ -267,7 +267,7 @@ impl Checker<'_> {
         self.invalid(value.span().start, key, message)
     }
 
-    fn from_toml(&self, err: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
         let offset = err.span().map(|s| s.start).unwrap_or(0);
         let message = err.message().trim().to_string();
         // The span points at the offending value (or key); the key is the name before the

@@ -58,6 +58,16 @@ pub enum ProbeResult {
     Timeout,
 }
 
+impl fmt::Display for ProbeResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeResult::Status { code } => write!(f, "HTTP {code}"),
+            ProbeResult::Refused => f.write_str("connection refused"),
+            ProbeResult::Timeout => f.write_str("no answer"),
+        }
+    }
+}
+
 /// The verdict of one probe. A timeout on its own cannot tell a dead region from a dead local
 /// network, so it is Unknown unless `peer_answered`: some other region answered a probe in the
 /// same round, which shows this side's network works.

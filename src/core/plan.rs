@@ -223,8 +223,9 @@ pub enum StepSpec {
         record_name: String,
         /// The records that must exist, one per serving region.
         desired: Vec<LatencyRecord>,
-        /// Set identifiers of records that must not exist (regions that stop serving).
-        removed: Vec<String>,
+        /// Records that must not exist (regions that stop serving), as configured; matched by
+        /// set identifier and deleted as found.
+        removed: Vec<LatencyRecord>,
     },
     /// Confirms the target serves, is the writer, and DNS is as planned.
     Verify {
@@ -244,8 +245,8 @@ pub enum StepSpec {
         record_name: String,
         /// The records that must exist.
         desired: Vec<LatencyRecord>,
-        /// Set identifiers that must be gone.
-        removed: Vec<String>,
+        /// Records that must be gone.
+        removed: Vec<LatencyRecord>,
     },
 }
 
@@ -446,7 +447,7 @@ impl fmt::Display for RecordChange {
 pub fn record_changes(
     current: &[LatencyRecord],
     desired: &[LatencyRecord],
-    removed: &[String],
+    removed: &[LatencyRecord],
 ) -> Vec<RecordChange> {
     let mut changes = Vec::new();
     for want in desired {
@@ -461,7 +462,9 @@ pub fn record_changes(
         }
     }
     for have in current {
-        let is_removed = removed.contains(&have.set_identifier);
+        let is_removed = removed
+            .iter()
+            .any(|gone| gone.name == have.name && gone.set_identifier == have.set_identifier);
         let is_desired = desired
             .iter()
             .any(|want| want.name == have.name && want.set_identifier == have.set_identifier);
@@ -528,8 +531,8 @@ pub fn build_plan(
     let desired: Vec<LatencyRecord> = serving
         .map(|region| LatencyRecord::for_region(&topology.dns, region))
         .collect();
-    let removed: Vec<String> = match request.kind {
-        RunKind::Failover => vec![source.set_identifier.clone()],
+    let removed: Vec<LatencyRecord> = match request.kind {
+        RunKind::Failover => vec![LatencyRecord::for_region(&topology.dns, source)],
         RunKind::Switchover => Vec::new(),
     };
 
@@ -638,7 +641,8 @@ impl Plan {
     }
 
     /// The mutating calls a step would make if nothing were in place yet. `run` fills the
-    /// idempotency tokens; the DNS batch assumes every record may need writing.
+    /// idempotency tokens; the DNS batch lists every record it may write or delete (a real run
+    /// sends only the difference from what it finds).
     pub fn operations(&self, step: StepName, run: &RunId) -> Vec<Operation> {
         let Some(planned) = self.step(step) else {
             return Vec::new();
@@ -684,7 +688,7 @@ impl Plan {
                 hosted_zone_id,
                 desired,
                 removed,
-                record_name,
+                ..
             } => {
                 let mut changes: Vec<RecordChange> = desired
                     .iter()
@@ -693,17 +697,9 @@ impl Plan {
                         record: record.clone(),
                     })
                     .collect();
-                changes.extend(removed.iter().map(|set_identifier| RecordChange {
+                changes.extend(removed.iter().map(|record| RecordChange {
                     action: ChangeAction::Delete,
-                    record: LatencyRecord {
-                        name: record_name.clone(),
-                        record_type: "(as found)".to_string(),
-                        set_identifier: set_identifier.clone(),
-                        region: RegionName::new("(as found)"),
-                        ttl: 0,
-                        values: vec!["(as found)".to_string()],
-                        health_check_id: None,
-                    },
+                    record: record.clone(),
                 }));
                 vec![Operation::ChangeResourceRecordSets {
                     hosted_zone_id: hosted_zone_id.clone(),
@@ -857,7 +853,8 @@ fn describe_step(spec: &StepSpec) -> Vec<String> {
                 format!("afterwards answering: {}", serving.join(", ")),
             ];
             if !removed.is_empty() {
-                lines.push(format!("removes set identifiers: {}", removed.join(", ")));
+                let ids: Vec<&str> = removed.iter().map(|r| r.set_identifier.as_str()).collect();
+                lines.push(format!("removes set identifiers: {}", ids.join(", ")));
             }
             lines.push(
                 "if Route53's control plane is unreachable until the timeout, the step ends degraded: health checks still steer traffic".to_string(),
@@ -993,7 +990,8 @@ mod tests {
         };
         let serving: Vec<&str> = desired.iter().map(|r| r.region.as_str()).collect();
         assert_eq!(serving, vec!["b", "c"]);
-        assert_eq!(removed, &vec!["a".to_string()]);
+        let ids: Vec<&str> = removed.iter().map(|r| r.set_identifier.as_str()).collect();
+        assert_eq!(ids, vec!["a"]);
     }
 
     #[test]
@@ -1038,7 +1036,7 @@ mod tests {
         let changes = record_changes(
             &[rec_a.clone(), rec_b.clone()],
             std::slice::from_ref(&rec_b),
-            &["a".into()],
+            std::slice::from_ref(&rec_a),
         );
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].action, ChangeAction::Delete);
@@ -1046,8 +1044,8 @@ mod tests {
         assert!(
             record_changes(
                 std::slice::from_ref(&rec_b),
-                &[rec_b.clone()],
-                &["a".into()]
+                std::slice::from_ref(&rec_b),
+                std::slice::from_ref(&rec_a)
             )
             .is_empty()
         );

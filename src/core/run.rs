@@ -257,7 +257,7 @@ pub struct StepState {
     pub finished_at: Option<Timestamp>,
     /// The outcome, once succeeded.
     pub outcome: Option<StepOutcome>,
-    /// Progress notes of the current attempt.
+    /// Progress notes of every attempt, oldest first (a resumed step reads them).
     pub notes: Vec<String>,
 }
 
@@ -471,7 +471,6 @@ impl RunState {
                 state.status = StepStatus::Running;
                 state.attempts = *attempt;
                 state.started_at.get_or_insert(at);
-                state.notes.clear();
             }
             RunEvent::StepProgress { step, note } => {
                 let state = self.step_mut(*step)?;
@@ -620,13 +619,13 @@ impl RunState {
             }
         }
         for (step, state) in &self.steps {
-            if let StepStatus::AwaitingApproval { reason } = &state.status {
-                if !self.steps.values().any(|s| s.status == StepStatus::Running) {
-                    return RunStatus::AwaitingApproval {
-                        step: *step,
-                        reason: reason.clone(),
-                    };
-                }
+            if let StepStatus::AwaitingApproval { reason } = &state.status
+                && !self.steps.values().any(|s| s.status == StepStatus::Running)
+            {
+                return RunStatus::AwaitingApproval {
+                    step: *step,
+                    reason: reason.clone(),
+                };
             }
         }
         RunStatus::Running

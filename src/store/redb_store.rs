@@ -216,12 +216,14 @@ impl ReadTables for redb::WriteTransaction {
     fn run_events(&self, run: &RunId) -> Result<Vec<Vec<u8>>, redb::Error> {
         let table = self.open_table(EVENTS)?;
         let range = table.range((run.as_str(), 0)..=(run.as_str(), u64::MAX))?;
-        let values = range
+        // Collected into a local so the range's borrow of the table ends before `table` drops.
+        let values: Result<Vec<Vec<u8>>, redb::Error> = range
             .map(|item| {
                 item.map(|(_, v)| v.value().to_vec())
                     .map_err(redb::Error::from)
             })
             .collect();
+        drop(table);
         values
     }
 }

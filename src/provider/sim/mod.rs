@@ -48,7 +48,7 @@ pub enum SimError {
 }
 
 enum Backing {
-    Memory(Mutex<World>),
+    Memory(Box<Mutex<World>>),
     File(PathBuf),
 }
 
@@ -62,7 +62,7 @@ impl SimProvider {
     /// A simulator whose world lives in memory, on `clock`.
     pub fn in_memory(world: World, clock: Arc<dyn Clock>) -> SimProvider {
         SimProvider {
-            backing: Backing::Memory(Mutex::new(world)),
+            backing: Backing::Memory(Box::new(Mutex::new(world))),
             clock,
         }
     }

@@ -374,8 +374,10 @@ impl World {
             return;
         }
         self.now = now;
-        if let Some(promotion) = self.promotion.clone() {
-            if promotion.completes_at <= now {
+        if let Some(promotion) = self.promotion.clone()
+            && promotion.completes_at <= now
+        {
+            {
                 let data_loss_ms = if promotion.allow_data_loss {
                     self.regions
                         .get(&promotion.to)
@@ -754,7 +756,8 @@ impl World {
     pub fn update_asg(&mut self, region: &RegionName, name: &str, sizes: Sizes) -> Answer<()> {
         let op = "UpdateAutoScalingGroup";
         let group = self.asg(op, region, name)?;
-        let key = format!("asg/{region}/{name}/{}", self.calls.len());
+        let earlier = self.calls.iter().filter(|c| c.resource == name).count();
+        let key = format!("asg/{region}/{name}/{earlier}");
         let settles_at = if sizes.desired > group.in_service {
             Some(self.now.plus(self.draw(&key, self.timings.asg_scale_up)))
         } else {
@@ -918,16 +921,14 @@ impl World {
             .records
             .iter()
             .filter(|record| {
-                let region = self.regions.get(&record.region);
-                let healthy = region.is_some_and(|r| {
+                self.regions.get(&record.region).is_some_and(|r| {
                     let failing = if r.outage.is_some() {
                         1.0
                     } else {
                         r.failing_checkers
                     };
                     1.0 - failing > crate::core::health::ROUTE53_HEALTHY_SHARE
-                });
-                healthy
+                })
             })
             .map(|r| r.region.clone())
             .collect();

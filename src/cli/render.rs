@@ -1,0 +1,350 @@
+//! Text and JSON shapes of the CLI's output. Formatting only: no I/O, no decisions.
+
+use crate::core::health::Observation;
+use crate::core::run::{RunStatus, StepStatus};
+use crate::core::time::{Timestamp, fmt_duration};
+use crate::provider::sim::World;
+use crate::store::{AuditEntry, StoredRun};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// One region in `dr status`.
+#[derive(Debug, Serialize)]
+pub struct RegionStatus {
+    pub name: String,
+    pub priority: u32,
+    pub writer: bool,
+    pub route53: Observation,
+    pub checkers: Option<String>,
+    pub probe: Observation,
+    pub probe_detail: String,
+    pub lag_seconds: Option<f64>,
+    pub lag_alert: bool,
+    pub in_dns: Option<bool>,
+}
+
+/// `dr status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub now: Timestamp,
+    pub backend: String,
+    pub writer_region: Option<String>,
+    pub regions: Vec<RegionStatus>,
+    pub active_run: Option<serde_json::Value>,
+    pub last_run: Option<String>,
+    pub executor: Option<String>,
+}
+
+pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Writer: {}   (backend {}, {})",
+        status
+            .writer_region
+            .as_deref()
+            .unwrap_or("UNKNOWN: no region answered"),
+        status.backend,
+        status.now
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<4} {:<20} {:<22} {:<14} DNS record",
+        "region", "prio", "Route53 checkers", "/health (dr probe)", "lag"
+    );
+    for r in &status.regions {
+        let lag = match (r.writer, r.lag_seconds) {
+            (true, _) => "writer".to_string(),
+            (false, Some(s)) => format!(
+                "{}{}",
+                fmt_duration(std::time::Duration::from_secs_f64(s)),
+                if r.lag_alert { " ALERT" } else { "" }
+            ),
+            (false, None) => "unknown".to_string(),
+        };
+        let dns = match r.in_dns {
+            Some(true) => "present",
+            Some(false) => "absent",
+            None => "unknown",
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<4} {:<20} {:<22} {:<14} {}",
+            r.name,
+            r.priority,
+            format!("{} {}", r.route53, r.checkers.as_deref().unwrap_or("")),
+            format!("{} ({})", r.probe, r.probe_detail),
+            lag,
+            dns
+        );
+    }
+    match active {
+        Some(run) => {
+            let _ = writeln!(out, "\nActive run:");
+            out.push_str(&run_summary(run));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nNo active run{}",
+                status
+                    .last_run
+                    .as_ref()
+                    .map(|r| format!("; last run {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(executor) = &status.executor {
+        let _ = writeln!(out, "Executor: {executor}");
+    }
+    out
+}
+
+fn step_status(status: &StepStatus) -> String {
+    match status {
+        StepStatus::Pending => "pending".into(),
+        StepStatus::AwaitingApproval { .. } => "awaiting-approval".into(),
+        StepStatus::Running => "running".into(),
+        StepStatus::Succeeded => "succeeded".into(),
+        StepStatus::Failed { .. } => "FAILED".into(),
+        StepStatus::Interrupted => "interrupted".into(),
+        StepStatus::Skipped { .. } => "skipped".into(),
+    }
+}
+
+/// A run as JSON: header, status, steps, and optionally its audit trail.
+pub fn run_json(run: &StoredRun, audit: Option<&[AuditEntry]>) -> serde_json::Value {
+    let state = run.state().ok();
+    let status: Option<RunStatus> = state.as_ref().map(|s| s.status());
+    let steps: Vec<serde_json::Value> = state
+        .as_ref()
+        .map(|s| {
+            s.steps
+                .iter()
+                .map(|(name, step)| {
+                    serde_json::json!({
+                        "name": name,
+                        "status": step.status,
+                        "attempts": step.attempts,
+                        "started_at": step.started_at,
+                        "finished_at": step.finished_at,
+                        "outcome": step.outcome,
+                        "notes": step.notes,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut value = serde_json::json!({
+        "id": run.header.id,
+        "kind": run.header.kind,
+        "from": run.header.plan.request.from,
+        "to": run.header.plan.request.to,
+        "trigger": run.header.trigger,
+        "dry_run": run.header.dry_run,
+        "created_at": run.header.created_at,
+        "status": status,
+        "steps": steps,
+    });
+    if let Some(audit) = audit {
+        value["audit"] = serde_json::to_value(audit).unwrap_or_default();
+    }
+    value
+}
+
+/// A run's headline and steps.
+pub fn run_summary(run: &StoredRun) -> String {
+    let mut out = String::new();
+    let header = &run.header;
+    let status = run
+        .state()
+        .map(|s| s.status().to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    let _ = writeln!(
+        out,
+        "run {}: {}{} {} -> {} ({}) created {}: {}",
+        header.id,
+        if header.dry_run { "dry-run " } else { "" },
+        header.kind,
+        header.plan.request.from,
+        header.plan.request.to,
+        header.trigger,
+        header.created_at,
+        status
+    );
+    if let Ok(state) = run.state() {
+        for (name, step) in &state.steps {
+            let took = match (step.started_at, step.finished_at) {
+                (Some(s), Some(e)) if e >= s => fmt_duration(e.since(s)),
+                _ => "-".into(),
+            };
+            let detail = match &step.status {
+                StepStatus::Failed { error } => error.clone(),
+                StepStatus::Skipped { reason } | StepStatus::AwaitingApproval { reason } => {
+                    reason.clone()
+                }
+                _ => step
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.summary.clone())
+                    .unwrap_or_default(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<13} {:<18} {:<8} {}",
+                name.as_str(),
+                step_status(&step.status),
+                took,
+                detail
+            );
+            if let Some(outcome) = &step.outcome {
+                for op in &outcome.would_mutate {
+                    let _ = writeln!(out, "  {:<13} would call {op}", "");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One run with its audit trail.
+pub fn run_detail(run: &StoredRun, audit: &[AuditEntry]) -> String {
+    let mut out = run_summary(run);
+    let _ = writeln!(out, "\nAudit trail:");
+    for entry in audit {
+        let reason = if entry.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", entry.reason)
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {:<14} {}{reason}",
+            entry.at, entry.actor, entry.action
+        );
+    }
+    out
+}
+
+/// `dr runs`.
+pub fn runs_table(rows: &[serde_json::Value]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<11} {:<24} {:<22} status",
+        "run", "kind", "from -> to", "created"
+    );
+    for row in rows {
+        let s = |k: &str| {
+            row.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let created = row
+            .get("created_at")
+            .and_then(|v| v.as_i64())
+            .map(|ms| Timestamp(ms).to_string())
+            .unwrap_or_default();
+        let status = row
+            .get("status")
+            .map(|st| {
+                let kind = st.get("status").and_then(|v| v.as_str()).unwrap_or("");
+                match st.get("outcome").and_then(|v| v.as_str()) {
+                    Some(outcome) => format!("{kind}: {outcome}"),
+                    None => kind.to_string(),
+                }
+            })
+            .unwrap_or_default();
+        let dry = if row
+            .get("dry_run")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+        {
+            " (dry)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<11} {:<24} {:<22} {}",
+            s("id"),
+            format!("{}{dry}", s("kind")),
+            format!("{} -> {}", s("from"), s("to")),
+            created,
+            status
+        );
+    }
+    out
+}
+
+/// `dr sim show`.
+pub fn world_text(world: &World, now: Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "simulated time {now} (x{} wall speed); writer: {}",
+        world.time_scale,
+        world
+            .writer_region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "none".into())
+    );
+    if let Some(p) = &world.promotion {
+        let _ = writeln!(
+            out,
+            "promotion in flight: {} -> {} completes {}",
+            p.from, p.to, p.completes_at
+        );
+    }
+    for (name, region) in &world.regions {
+        let outage = region
+            .outage
+            .map(|o| format!("{o:?} outage"))
+            .unwrap_or_else(|| "up".into());
+        let _ = writeln!(
+            out,
+            "{name}: {outage}; {:.0}% checkers failing; lag {}",
+            region.failing_checkers * 100.0,
+            fmt_duration(std::time::Duration::from_millis(region.lag_ms))
+        );
+        for (group, ng) in &region.nodegroups {
+            let _ = writeln!(
+                out,
+                "  node group {group}: {} ({} ready)",
+                ng.sizes, ng.ready_nodes
+            );
+        }
+        for (group, asg) in &region.asgs {
+            let _ = writeln!(
+                out,
+                "  auto scaling group {group}: {} ({} InService)",
+                asg.sizes, asg.in_service
+            );
+        }
+    }
+    let answering: Vec<String> = world
+        .answering_regions()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "DNS records: {}; answering: {}; Route53 control plane {}",
+        world
+            .records
+            .iter()
+            .map(|r| r.set_identifier.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        answering.join(", "),
+        if world.dns_control_plane_up {
+            "up"
+        } else {
+            "DOWN"
+        }
+    );
+    let _ = writeln!(out, "mutating calls so far: {}", world.calls.len());
+    out
+}

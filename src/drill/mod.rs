@@ -1,0 +1,477 @@
+//! Game-day drills on the simulator, in virtual time: the scenario's events change the world or
+//! run operator commands, the real engine carries runs out, and a report measures RTO and RPO
+//! against the targets.
+//!
+//! Callers run `run` inside a tokio runtime started paused (`drill::runtime`), so idle time jumps
+//! to the next timer and a 40-minute scenario takes milliseconds. The drill owns its world and
+//! its in-memory store; it touches no file and no network.
+
+pub mod report;
+pub mod scenario;
+
+use crate::clock::{Clock, VirtualClock};
+use crate::config::Config;
+use crate::core::ids::{Actor, RegionName, RunId, StepName};
+use crate::core::plan::{Operation, PlanRequest, RunKind};
+use crate::core::run::{EventRecord, RunEvent, Trigger};
+use crate::core::time::{Timestamp, fmt_duration};
+use crate::engine::{Engine, EngineSettings, ExecOutcome, NewRun, Progress, control};
+use crate::provider::sim::world::Fault;
+use crate::provider::sim::{SimProvider, World};
+use crate::provider::{ProviderError, Providers};
+use crate::store::{MemoryStore, Store};
+pub use report::DrillReport;
+use scenario::{Action, OperatorCommand, Scenario};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The drill's time zero.
+pub const DRILL_START: Timestamp = Timestamp(0);
+
+/// How to run a drill.
+#[derive(Clone, Debug, Default)]
+pub struct DrillOptions {
+    /// Run plans serially, as the seed's manual runbook does (for comparison).
+    pub serial: bool,
+    /// Override the scenario's and the config's seed.
+    pub seed: Option<u64>,
+}
+
+/// A current-thread tokio runtime whose clock starts paused: virtual time for drills.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+}
+
+/// One line of the drill's timeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TimelineEntry {
+    /// Seconds since the scenario started.
+    pub at_seconds: f64,
+    /// What happened.
+    pub text: String,
+}
+
+/// Collects the engine's progress into a timeline.
+struct Recorder {
+    entries: Mutex<Vec<TimelineEntry>>,
+    last_wait: Mutex<std::collections::BTreeMap<StepName, (String, Timestamp)>>,
+}
+
+impl Recorder {
+    fn push(&self, at: Timestamp, text: String) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TimelineEntry {
+                at_seconds: seconds(at),
+                text,
+            });
+    }
+}
+
+fn seconds(at: Timestamp) -> f64 {
+    at.since(DRILL_START).as_millis() as f64 / 1000.0
+}
+
+impl Progress for Recorder {
+    fn event(&self, _run: &RunId, record: &EventRecord) {
+        let text = match &record.event {
+            RunEvent::StepStarted { step, attempt } if *attempt == 1 => format!("{step} started"),
+            RunEvent::StepStarted { step, attempt } => {
+                format!("{step} started (attempt {attempt})")
+            }
+            RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
+            RunEvent::StepSucceeded { step, outcome } => {
+                format!("{step} done: {}", outcome.summary)
+            }
+            RunEvent::StepFailed { step, error } => format!("{step} FAILED: {error}"),
+            RunEvent::StepInterrupted { step, reason } => format!("{step} interrupted: {reason}"),
+            RunEvent::StepSkipped { step, reason } => format!("{step} skipped: {reason}"),
+            RunEvent::Approved { step, reason } => format!("{step} approved: {reason}"),
+            RunEvent::Paused { reason } => format!("run paused: {reason}"),
+            RunEvent::Resumed { reason } => format!("run resumed: {reason}"),
+            RunEvent::AbortRequested { reason } => format!("abort requested: {reason}"),
+            RunEvent::Finished { outcome } => format!("run finished: {outcome}"),
+        };
+        self.push(record.at, text);
+    }
+
+    fn waiting(&self, step: StepName, at: Timestamp, what: &str) {
+        let mut last = self.last_wait.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = match last.get(&step) {
+            Some((previous, since)) => {
+                previous != what || at.since(*since) >= Duration::from_secs(60)
+            }
+            None => true,
+        };
+        if fresh {
+            last.insert(step, (what.to_string(), at));
+            drop(last);
+            self.push(at, format!("{step} waiting for {what}"));
+        }
+    }
+
+    fn calling(&self, step: StepName, at: Timestamp, operation: &Operation, dry_run: bool) {
+        let verb = if dry_run { "would call" } else { "calls" };
+        self.push(at, format!("{step} {verb} {operation}"));
+    }
+
+    fn retrying(&self, step: StepName, at: Timestamp, error: &ProviderError, after: Duration) {
+        self.push(
+            at,
+            format!("{step}: {error}; retrying in {}", fmt_duration(after)),
+        );
+    }
+}
+
+/// A drill that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// A scenario event names something the config lacks.
+    #[error("scenario event at {at}: {message}")]
+    Event {
+        /// When.
+        at: String,
+        /// What.
+        message: String,
+    },
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+struct Drill {
+    engine: Engine,
+    sim: Arc<SimProvider>,
+    config: Config,
+    scenario: Scenario,
+    options: DrillOptions,
+    recorder: Arc<Recorder>,
+    executor: Option<JoinHandle<Result<ExecOutcome, crate::engine::EngineError>>>,
+    runs: Vec<RunId>,
+    outage_started_at: Option<Timestamp>,
+}
+
+/// Runs `scenario` on `config`'s topology. Must be called inside `runtime()`.
+pub async fn run(
+    config: &Config,
+    scenario: &Scenario,
+    options: &DrillOptions,
+) -> Result<DrillReport, DrillError> {
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock::starting_at(DRILL_START));
+    let seed = options.seed.or(scenario.seed).unwrap_or(config.sim.seed);
+    let world = World::new(&config.topology, seed, DRILL_START);
+    let sim = Arc::new(SimProvider::in_memory(world, clock.clone()));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let recorder = Arc::new(Recorder {
+        entries: Mutex::new(Vec::new()),
+        last_wait: Mutex::new(Default::default()),
+    });
+    let engine = Engine {
+        store,
+        providers: Providers::all_from(sim.clone()),
+        clock: clock.clone(),
+        progress: recorder.clone(),
+        settings: EngineSettings {
+            probe_timeout: config.plan.verify.probe_timeout,
+            ..EngineSettings::default()
+        },
+    };
+    let mut drill = Drill {
+        engine,
+        sim,
+        config: config.clone(),
+        scenario: scenario.clone(),
+        options: options.clone(),
+        recorder,
+        executor: None,
+        runs: Vec::new(),
+        outage_started_at: None,
+    };
+    for event in &scenario.events {
+        let at = DRILL_START.plus(event.at);
+        let now = clock.now();
+        if at > now {
+            clock.sleep(at.since(now)).await;
+        }
+        drill.apply(&event.action).await?;
+    }
+    let end = DRILL_START.plus(scenario.duration);
+    let now = clock.now();
+    if end > now {
+        clock.sleep(end.since(now)).await;
+    }
+    drill.finish().await
+}
+
+impl Drill {
+    fn now(&self) -> Timestamp {
+        self.engine.clock.now()
+    }
+
+    fn event_error(&self, message: String) -> DrillError {
+        DrillError::Event {
+            at: format!("T+{}", fmt_duration(self.now().since(DRILL_START))),
+            message,
+        }
+    }
+
+    fn world(&self) -> World {
+        self.sim.snapshot().expect("in-memory worlds always read")
+    }
+
+    fn change(
+        &self,
+        what: String,
+        change: impl FnOnce(&mut World) -> Result<(), String>,
+    ) -> Result<(), DrillError> {
+        self.sim
+            .update(change)
+            .expect("in-memory worlds always update")
+            .map_err(|message| self.event_error(message))?;
+        self.recorder.push(self.now(), what);
+        Ok(())
+    }
+
+    async fn apply(&mut self, action: &Action) -> Result<(), DrillError> {
+        match action {
+            Action::Outage { region, kind } => {
+                let writer = self.world().writer_region();
+                if writer.as_ref() == Some(region) && self.outage_started_at.is_none() {
+                    self.outage_started_at = Some(self.now());
+                }
+                let kind = *kind;
+                self.change(
+                    format!(
+                        "{region}: {} outage begins",
+                        match kind {
+                            crate::provider::sim::OutageKind::Full => "full",
+                            crate::provider::sim::OutageKind::App => "application",
+                        }
+                    ),
+                    |w| w.set_outage(region, Some(kind)),
+                )
+            }
+            Action::Recover { region } => self.change(format!("{region}: recovers"), |w| {
+                w.set_outage(region, None)
+            }),
+            Action::CheckersFailing { region, share } => self.change(
+                format!(
+                    "{region}: {:.0}% of Route53 checkers see it fail",
+                    share * 100.0
+                ),
+                |w| w.set_failing_checkers(region, *share),
+            ),
+            Action::Lag { region, lag } => self.change(
+                format!("{region}: replication lag is now {}", fmt_duration(*lag)),
+                |w| w.set_lag(region, *lag),
+            ),
+            Action::Fault {
+                operation,
+                kind,
+                count,
+                latency,
+            } => self.change(
+                format!("fault: the next {count} {operation} call(s) get {kind:?}"),
+                |w| {
+                    w.faults.push(Fault {
+                        operation: operation.clone(),
+                        kind: *kind,
+                        remaining: *count,
+                        latency_ms: latency.as_millis() as u64,
+                    });
+                    Ok(())
+                },
+            ),
+            Action::Route53ControlPlane { up } => self.change(
+                format!(
+                    "Route53 control plane {}",
+                    if *up {
+                        "answers again"
+                    } else {
+                        "stops answering"
+                    }
+                ),
+                |w| {
+                    w.dns_control_plane_up = *up;
+                    Ok(())
+                },
+            ),
+            Action::Command(command) => self.command(command).await,
+        }
+    }
+
+    fn region(&self, name: &str) -> Result<RegionName, DrillError> {
+        let region = RegionName::new(name);
+        if self.config.topology.region(&region).is_none() {
+            return Err(self.event_error(format!("region `{name}` is not in the config")));
+        }
+        Ok(region)
+    }
+
+    fn executor_running(&self) -> bool {
+        self.executor.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    fn spawn_executor(&mut self, run: RunId) {
+        let engine = self.engine.clone();
+        self.executor = Some(tokio::spawn(async move {
+            engine.execute(&run, &CancellationToken::new()).await
+        }));
+    }
+
+    fn current_run(&self) -> Result<RunId, DrillError> {
+        self.runs
+            .last()
+            .cloned()
+            .ok_or_else(|| self.event_error("no run has been started".into()))
+    }
+
+    async fn command(&mut self, command: &OperatorCommand) -> Result<(), DrillError> {
+        let actor = Actor::new("drill-operator");
+        let now = self.now();
+        let store = self.engine.store.clone();
+        match command {
+            OperatorCommand::Failover { to, from } | OperatorCommand::Switchover { to, from } => {
+                let kind = if matches!(command, OperatorCommand::Failover { .. }) {
+                    RunKind::Failover
+                } else {
+                    RunKind::Switchover
+                };
+                let to = self.region(to)?;
+                let from = match from {
+                    Some(from) => self.region(from)?,
+                    None => self.world().writer_region().ok_or_else(|| {
+                        self.event_error("the simulated global cluster has no writer".into())
+                    })?,
+                };
+                self.recorder
+                    .push(now, format!("operator: dr {kind} --to {to}"));
+                let id = RunId::new(format!("drill-{}", self.runs.len() + 1));
+                let mut options = self.config.plan.clone();
+                options.serial = self.options.serial;
+                let created = self.engine.create_run(
+                    &self.config.topology,
+                    &options,
+                    NewRun {
+                        id: id.clone(),
+                        request: PlanRequest { from, to, kind },
+                        trigger: Trigger::Drill {
+                            scenario: self.scenario.name.clone(),
+                        },
+                        actor,
+                        reason: format!("drill {}", self.scenario.name),
+                        dry_run: false,
+                    },
+                );
+                match created {
+                    Ok(_) => {
+                        self.runs.push(id.clone());
+                        self.spawn_executor(id);
+                    }
+                    Err(err) => self.recorder.push(now, format!("refused: {err}")),
+                }
+            }
+            OperatorCommand::Approve { step } => {
+                let run = self.current_run()?;
+                let step = step.as_deref().and_then(StepName::parse);
+                self.recorder.push(now, "operator: dr approve".into());
+                match control::approve(store.as_ref(), &run, step, &actor, "approved in drill", now)
+                {
+                    Ok(record) => {
+                        self.recorder.event(&run, &record);
+                        if !self.executor_running() {
+                            self.spawn_executor(run);
+                        }
+                    }
+                    Err(err) => self.recorder.push(now, format!("refused: {err}")),
+                }
+            }
+            OperatorCommand::Skip { step, reason } => {
+                let run = self.current_run()?;
+                let step = StepName::parse(step)
+                    .ok_or_else(|| self.event_error(format!("`{step}` is not a step")))?;
+                self.recorder.push(now, format!("operator: dr skip {step}"));
+                match control::skip(store.as_ref(), &run, step, &actor, reason, now) {
+                    Ok(record) => self.recorder.event(&run, &record),
+                    Err(err) => self.recorder.push(now, format!("refused: {err}")),
+                }
+            }
+            OperatorCommand::Pause => {
+                let run = self.current_run()?;
+                self.recorder.push(now, "operator: dr pause".into());
+                if let Err(err) =
+                    control::pause(store.as_ref(), &run, &actor, "paused in drill", now)
+                {
+                    self.recorder.push(now, format!("refused: {err}"));
+                }
+            }
+            OperatorCommand::Resume => {
+                let run = self.current_run()?;
+                self.recorder.push(now, "operator: dr resume".into());
+                if let Some(handle) = self.executor.take() {
+                    // Let a pausing executor finish its checkpoint first.
+                    let _ = handle.await;
+                }
+                match control::resume(store.as_ref(), &run, &actor, "resumed in drill", now) {
+                    Ok(_) => self.spawn_executor(run),
+                    Err(err) => self.recorder.push(now, format!("refused: {err}")),
+                }
+            }
+            OperatorCommand::Abort => {
+                let run = self.current_run()?;
+                self.recorder.push(now, "operator: dr abort".into());
+                let running = self.executor_running();
+                if let Err(err) = control::abort(
+                    store.as_ref(),
+                    &run,
+                    &actor,
+                    "aborted in drill",
+                    now,
+                    running,
+                ) {
+                    self.recorder.push(now, format!("refused: {err}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<DrillReport, DrillError> {
+        let unfinished = self.executor_running();
+        if let Some(handle) = self.executor.take() {
+            handle.abort();
+        }
+        let world = self.world();
+        let run = match self.runs.last() {
+            Some(id) => self
+                .engine
+                .store
+                .load_run(id)
+                .map_err(crate::engine::EngineError::from)?,
+            None => None,
+        };
+        let entries = self
+            .recorder
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(report::build(report::Inputs {
+            scenario: &self.scenario,
+            config: &self.config,
+            serial: self.options.serial,
+            seed: world.seed,
+            world: &world,
+            run: run.as_ref(),
+            unfinished,
+            outage_started_at: self.outage_started_at,
+            timeline: entries,
+        }))
+    }
+}

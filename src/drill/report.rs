@@ -1,0 +1,461 @@
+//! The drill report: outcome, RTO and RPO against the targets, each step's timing, the
+//! timeline, and the scenario's expectations. Built from the run's log and the final world;
+//! rendered as text for people or serialized as JSON.
+
+use super::{DRILL_START, TimelineEntry};
+use crate::config::Config;
+use crate::core::ids::StepName;
+use crate::core::run::{RunStatus, StepStatus};
+use crate::core::time::{Timestamp, fmt_duration};
+use crate::drill::scenario::Scenario;
+use crate::provider::sim::World;
+use crate::store::StoredRun;
+use serde::Serialize;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// The seed's recovery time objective.
+pub const RTO_TARGET: Duration = Duration::from_secs(15 * 60);
+
+/// One step in the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepReport {
+    /// Step name.
+    pub name: StepName,
+    /// Final status.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Seconds since the scenario started.
+    pub started_at: Option<f64>,
+    /// Seconds since the scenario started.
+    pub ended_at: Option<f64>,
+    /// Its summary or error.
+    pub summary: String,
+}
+
+/// One checked expectation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExpectationResult {
+    /// What was checked.
+    pub what: String,
+    /// Expected.
+    pub expected: String,
+    /// Seen.
+    pub actual: String,
+    /// Whether it held.
+    pub met: bool,
+}
+
+/// One mutating call that reached the simulated AWS.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MutationReport {
+    /// Seconds since the scenario started.
+    pub at: f64,
+    /// API name.
+    pub operation: String,
+    /// Region.
+    pub region: String,
+    /// Resource.
+    pub resource: String,
+}
+
+/// The whole report. Times are seconds since the scenario started.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrillReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// What it rehearses.
+    pub description: String,
+    /// Seed of the simulated durations.
+    pub seed: u64,
+    /// Whether the plan ran serially (the seed's manual runbook).
+    pub serial: bool,
+    /// Scenario length.
+    pub duration_seconds: f64,
+    /// Run outcome, or `no-run`, `unfinished`, or the status a blocked run stopped in.
+    pub outcome: String,
+    /// The id of the (last) run.
+    pub run_id: Option<String>,
+    /// Writer's region at the end.
+    pub writer_region: Option<String>,
+    /// Regions DNS answers with at the end.
+    pub dns_regions: Vec<String>,
+    /// When the writer's region went down.
+    pub outage_started_at: Option<f64>,
+    /// When the run was created.
+    pub run_started_at: Option<f64>,
+    /// When verify succeeded.
+    pub verified_at: Option<f64>,
+    /// Outage start to verified.
+    pub rto_seconds: Option<f64>,
+    /// Run start to verified.
+    pub run_seconds: Option<f64>,
+    /// Replication lag at promotion: the writes lost.
+    pub rpo_seconds: Option<f64>,
+    /// RTO target (15 min).
+    pub rto_target_seconds: f64,
+    /// RPO target (the config's RPO budget).
+    pub rpo_target_seconds: f64,
+    /// RTO within target (None when not measured).
+    pub rto_met: Option<bool>,
+    /// RPO within target (None when not measured).
+    pub rpo_met: Option<bool>,
+    /// Steps.
+    pub steps: Vec<StepReport>,
+    /// Mutating calls that reached the simulated AWS.
+    pub mutations: Vec<MutationReport>,
+    /// What happened, in order.
+    pub timeline: Vec<TimelineEntry>,
+    /// The scenario's expectations.
+    pub expectations: Vec<ExpectationResult>,
+    /// All expectations met.
+    pub passed: bool,
+}
+
+pub(super) struct Inputs<'a> {
+    pub scenario: &'a Scenario,
+    pub config: &'a Config,
+    pub serial: bool,
+    pub seed: u64,
+    pub world: &'a World,
+    pub run: Option<&'a StoredRun>,
+    pub unfinished: bool,
+    pub outage_started_at: Option<Timestamp>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+fn secs(at: Timestamp) -> f64 {
+    at.since(DRILL_START).as_millis() as f64 / 1000.0
+}
+
+pub(super) fn build(input: Inputs<'_>) -> DrillReport {
+    let state = input.run.and_then(|run| run.state().ok());
+    let outcome = match (&state, input.run) {
+        (None, _) | (_, None) => "no-run".to_string(),
+        (Some(state), Some(_)) => match state.status() {
+            RunStatus::Finished { outcome } => outcome.to_string(),
+            _ if input.unfinished => "unfinished".to_string(),
+            other => other.to_string(),
+        },
+    };
+    let verified_at = state.as_ref().and_then(|s| {
+        let verify = s.steps.get(&StepName::Verify)?;
+        (verify.status == StepStatus::Succeeded).then_some(verify.finished_at?)
+    });
+    let run_started_at = input.run.map(|r| r.header.created_at);
+    let rpo = state.as_ref().and_then(|s| {
+        let promote = s.steps.get(&StepName::PromoteDb)?;
+        let outcome = promote.outcome.as_ref()?;
+        match outcome.facts.get("lag_at_promotion_ms") {
+            Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
+            None if input.run?.header.kind == crate::core::plan::RunKind::Switchover => Some(0.0),
+            None => Some(0.0).filter(|_| outcome.summary.contains("already the writer")),
+        }
+    });
+    let rto = match (input.outage_started_at, verified_at) {
+        (Some(start), Some(end)) => Some(end.since(start).as_millis() as f64 / 1000.0),
+        _ => None,
+    };
+    let run_seconds = match (run_started_at, verified_at) {
+        (Some(start), Some(end)) => Some(end.since(start).as_millis() as f64 / 1000.0),
+        _ => None,
+    };
+    let rpo_target = input.config.plan.rpo_budget.as_secs_f64();
+    let steps = state
+        .as_ref()
+        .map(|s| {
+            s.steps
+                .iter()
+                .map(|(name, step)| StepReport {
+                    name: *name,
+                    status: match &step.status {
+                        StepStatus::Succeeded
+                            if step.outcome.as_ref().is_some_and(|o| o.degraded) =>
+                        {
+                            "degraded".into()
+                        }
+                        other => serde_json::to_value(other)
+                            .ok()
+                            .and_then(|v| {
+                                v.get("status").and_then(|s| s.as_str()).map(str::to_string)
+                            })
+                            .unwrap_or_default(),
+                    },
+                    attempts: step.attempts,
+                    started_at: step.started_at.map(secs),
+                    ended_at: step.finished_at.map(secs),
+                    summary: match &step.status {
+                        StepStatus::Failed { error } => error.clone(),
+                        StepStatus::Skipped { reason } => reason.clone(),
+                        StepStatus::AwaitingApproval { reason } => reason.clone(),
+                        _ => step
+                            .outcome
+                            .as_ref()
+                            .map(|o| o.summary.clone())
+                            .unwrap_or_default(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let writer_region = input.world.writer_region().map(|r| r.to_string());
+    let dns_regions: Vec<String> = input
+        .world
+        .answering_regions()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+
+    let mut expectations = Vec::new();
+    let expect = &input.scenario.expect;
+    let mut check = |what: &str, expected: String, actual: String, met: bool| {
+        expectations.push(ExpectationResult {
+            what: what.into(),
+            expected,
+            actual,
+            met,
+        });
+    };
+    if let Some(want) = &expect.outcome {
+        check("outcome", want.clone(), outcome.clone(), *want == outcome);
+    }
+    if let Some(want) = &expect.writer_region {
+        let actual = writer_region.clone().unwrap_or_else(|| "none".into());
+        check(
+            "writer_region",
+            want.clone(),
+            actual.clone(),
+            *want == actual,
+        );
+    }
+    if let Some(want) = &expect.dns_regions {
+        let mut want = want.clone();
+        want.sort();
+        check(
+            "dns_regions",
+            want.join(","),
+            dns_regions.join(","),
+            want == dns_regions,
+        );
+    }
+    if let Some(max) = expect.max_rto {
+        let actual = rto
+            .map(|s| fmt_duration(Duration::from_secs_f64(s)))
+            .unwrap_or_else(|| "not measured".into());
+        check(
+            "rto",
+            format!("<= {}", fmt_duration(max)),
+            actual,
+            rto.is_some_and(|s| s <= max.as_secs_f64()),
+        );
+    }
+    if let Some(max) = expect.max_rpo {
+        let actual = rpo
+            .map(|s| fmt_duration(Duration::from_secs_f64(s)))
+            .unwrap_or_else(|| "not measured".into());
+        check(
+            "rpo",
+            format!("<= {}", fmt_duration(max)),
+            actual,
+            rpo.is_some_and(|s| s <= max.as_secs_f64()),
+        );
+    }
+    let passed = expectations.iter().all(|e| e.met);
+    DrillReport {
+        scenario: input.scenario.name.clone(),
+        description: input.scenario.description.clone(),
+        seed: input.seed,
+        serial: input.serial,
+        duration_seconds: input.scenario.duration.as_secs_f64(),
+        outcome,
+        run_id: input.run.map(|r| r.header.id.to_string()),
+        writer_region,
+        dns_regions,
+        outage_started_at: input.outage_started_at.map(secs),
+        run_started_at: run_started_at.map(secs),
+        verified_at: verified_at.map(secs),
+        rto_seconds: rto,
+        run_seconds,
+        rpo_seconds: rpo,
+        rto_target_seconds: RTO_TARGET.as_secs_f64(),
+        rpo_target_seconds: rpo_target,
+        rto_met: rto.map(|s| s <= RTO_TARGET.as_secs_f64()),
+        rpo_met: rpo.map(|s| s <= rpo_target),
+        steps,
+        mutations: input
+            .world
+            .calls
+            .iter()
+            .map(|c| MutationReport {
+                at: secs(c.at),
+                operation: c.operation.clone(),
+                region: c.region.clone(),
+                resource: c.resource.clone(),
+            })
+            .collect(),
+        timeline: input.timeline,
+        expectations,
+        passed,
+    }
+}
+
+fn clock(seconds: f64) -> String {
+    let total = seconds.round() as u64;
+    format!("T+{:02}:{:02}", total / 60, total % 60)
+}
+
+fn span(seconds: f64) -> String {
+    fmt_duration(Duration::from_secs_f64(seconds.max(0.0)))
+}
+
+impl DrillReport {
+    /// The report for people: headline, RTO/RPO against targets, a step chart, the timeline.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Drill: {}{}",
+            self.scenario,
+            if self.serial {
+                " (serial plan, as the seed's manual runbook)"
+            } else {
+                ""
+            }
+        );
+        if !self.description.is_empty() {
+            let _ = writeln!(out, "  {}", self.description);
+        }
+        let _ = writeln!(
+            out,
+            "Outcome: {}   writer: {}   DNS answers from: {}",
+            self.outcome.to_uppercase(),
+            self.writer_region.as_deref().unwrap_or("none"),
+            if self.dns_regions.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.dns_regions.join(", ")
+            }
+        );
+        let verdict = |met: Option<bool>| match met {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        match (self.rto_seconds, self.outage_started_at, self.verified_at) {
+            (Some(rto), Some(start), Some(end)) => {
+                let _ = writeln!(
+                    out,
+                    "RTO {:<8} outage {} -> verified {}   target {}   {}",
+                    span(rto),
+                    clock(start),
+                    clock(end),
+                    span(self.rto_target_seconds),
+                    verdict(self.rto_met)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "RTO not measured (no outage of the writer's region, or no verified run)"
+                );
+            }
+        }
+        match self.rpo_seconds {
+            Some(rpo) => {
+                let _ = writeln!(
+                    out,
+                    "RPO {:<8} replication lag at promotion              target {}    {}",
+                    span(rpo),
+                    span(self.rpo_target_seconds),
+                    verdict(self.rpo_met)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "RPO not measured (no promotion)");
+            }
+        }
+        if let (Some(run), Some(start), Some(end)) =
+            (self.run_seconds, self.run_started_at, self.verified_at)
+        {
+            let _ = writeln!(
+                out,
+                "Run {:<8} started {} -> verified {}",
+                span(run),
+                clock(start),
+                clock(end)
+            );
+        }
+        if !self.steps.is_empty() {
+            let first = self
+                .steps
+                .iter()
+                .filter_map(|s| s.started_at)
+                .fold(f64::MAX, f64::min);
+            let last = self
+                .steps
+                .iter()
+                .filter_map(|s| s.ended_at.or(s.started_at))
+                .fold(0.0f64, f64::max);
+            let width = 40.0;
+            let scale = if last > first {
+                width / (last - first)
+            } else {
+                1.0
+            };
+            let _ = writeln!(out, "\nSteps           start    end      took     status");
+            for step in &self.steps {
+                let (bar, times) = match (step.started_at, step.ended_at) {
+                    (Some(s), Some(e)) => {
+                        let lead = ((s - first) * scale).round() as usize;
+                        let len = (((e - s) * scale).round() as usize).max(1);
+                        (
+                            format!("{}{}", " ".repeat(lead), "#".repeat(len)),
+                            format!("{}  {}  {:<8}", clock(s), clock(e), span(e - s)),
+                        )
+                    }
+                    (Some(s), None) => (
+                        String::new(),
+                        format!("{}  {:<7}  {:<8}", clock(s), "-", "-"),
+                    ),
+                    _ => (String::new(), format!("{:<7}  {:<7}  {:<8}", "-", "-", "-")),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<15} {times} {:<12} |{bar:<40}|",
+                    step.name.as_str(),
+                    step.status
+                );
+            }
+            let _ = writeln!(out);
+            for step in &self.steps {
+                if !step.summary.is_empty() {
+                    let _ = writeln!(out, "  {}: {}", step.name, step.summary);
+                }
+            }
+        }
+        let _ = writeln!(out, "\nTimeline");
+        for entry in &self.timeline {
+            let _ = writeln!(out, "  {}  {}", clock(entry.at_seconds), entry.text);
+        }
+        if !self.expectations.is_empty() {
+            let _ = writeln!(out, "\nExpectations");
+            for e in &self.expectations {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}: expected {}, got {}",
+                    if e.met { "pass" } else { "FAIL" },
+                    e.what,
+                    e.expected,
+                    e.actual
+                );
+            }
+            let _ = writeln!(
+                out,
+                "Drill {}",
+                if self.passed { "PASSED" } else { "FAILED" }
+            );
+        }
+        out
+    }
+}

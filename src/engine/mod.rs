@@ -1,0 +1,463 @@
+//! The executor: carries a run's plan out, checkpointing every step through the store.
+//!
+//! Each turn of the loop re-reads the run's log from the store, folds it with the core's
+//! `RunState`, and does what `RunState::next` says: start steps (writing their intent first),
+//! wait, finish, or stop for an operator. A fresh executor after a crash runs the same loop on
+//! the same log; there is no separate recovery path. Operator requests from other processes
+//! (pause, abort, approve) arrive through the store and are seen within `control_interval`.
+//! The executor never decides what a step does: steps are in `steps`, plans come from the core.
+
+pub mod control;
+pub mod steps;
+
+use crate::clock::Clock;
+use crate::core::ids::{Actor, RunId, StepName};
+use crate::core::plan::{Operation, PlanError, PlanOptions, PlanRequest, PlannedStep, build_plan};
+use crate::core::run::{
+    EventRecord, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus, StepStatus, Trigger,
+};
+use crate::core::time::Timestamp;
+use crate::core::topology::Topology;
+use crate::provider::{ProviderError, Providers};
+use crate::store::{Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use steps::{Mutation, StepResult};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What the engine could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The plan could not be built.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// An operator command does not fit the run's state.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Reports what the engine does, for people (CLI output, drill timelines, logs).
+pub trait Progress: Send + Sync {
+    /// An event was stored.
+    fn event(&self, _run: &RunId, _record: &EventRecord) {}
+    /// A step waits for something.
+    fn waiting(&self, _step: StepName, _at: Timestamp, _what: &str) {}
+    /// A step makes (or, in a dry run, would make) a mutating call.
+    fn calling(&self, _step: StepName, _at: Timestamp, _operation: &Operation, _dry_run: bool) {}
+    /// A call failed transiently and will be tried again.
+    fn retrying(&self, _step: StepName, _at: Timestamp, _error: &ProviderError, _after: Duration) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Timing of the engine's own loops.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    /// Time between observations while a step waits.
+    pub poll_interval: Duration,
+    /// Time between re-reads of the store for operator requests.
+    pub control_interval: Duration,
+    /// Timeout of preflight's `/health` probes.
+    pub probe_timeout: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            poll_interval: Duration::from_secs(10),
+            control_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How `execute` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// The run is over.
+    Finished(RunOutcome),
+    /// The run waits for an operator (approval, a failed step, a pause).
+    Blocked(RunStatus),
+    /// The shutdown token fired; steps in flight were checkpointed as interrupted and the run
+    /// is paused.
+    ShutDown,
+}
+
+/// A run to create.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Its id.
+    pub id: RunId,
+    /// From, to, kind.
+    pub request: PlanRequest,
+    /// Why.
+    pub trigger: Trigger,
+    /// Who asked.
+    pub actor: Actor,
+    /// Their reason, for the audit log.
+    pub reason: String,
+    /// Print mutations instead of making them.
+    pub dry_run: bool,
+}
+
+/// The executor with everything it talks to.
+#[derive(Clone)]
+pub struct Engine {
+    /// The checkpoint store.
+    pub store: Arc<dyn Store>,
+    /// The cloud.
+    pub providers: Providers,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Who hears about progress.
+    pub progress: Arc<dyn Progress>,
+    /// Loop timings.
+    pub settings: EngineSettings,
+}
+
+/// Everything one step attempt needs.
+pub struct StepCtx {
+    /// The cloud.
+    pub providers: Providers,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The run.
+    pub run: RunId,
+    /// The step.
+    pub step: StepName,
+    /// Print mutations instead of making them.
+    pub dry_run: bool,
+    /// Time between observations.
+    pub poll_interval: Duration,
+    /// Timeout of preflight probes.
+    pub probe_timeout: Duration,
+    /// Notes this step recorded in earlier attempts (a submitted change id).
+    pub earlier_notes: Vec<String>,
+    /// repoint-dns ended degraded, so verify does not insist on the records.
+    pub dns_degraded: bool,
+    store: Arc<dyn Store>,
+    progress: Arc<dyn Progress>,
+    waiting_for: Mutex<String>,
+}
+
+impl StepCtx {
+    /// Reads, retrying transient errors with backoff until the step's limit; permanent errors
+    /// are returned.
+    pub async fn read<T, F, Fut>(&self, call: F) -> Result<T, ProviderError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_transient() => {
+                    self.set_waiting(&format!("a retry after: {err}"));
+                    self.progress
+                        .retrying(self.step, self.clock.now(), &err, backoff);
+                    self.clock.sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Reads with three tries at most, for checks that must not hold the run up.
+    pub async fn read_bounded<T, F, Fut>(&self, call: F) -> Result<T, ProviderError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_transient() && attempt < 3 => {
+                    self.progress
+                        .retrying(self.step, self.clock.now(), &err, backoff);
+                    self.clock.sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Makes one mutating call (or prints it in a dry run). A transient failure waits a poll
+    /// interval and returns `Retry`, so the caller observes before calling again.
+    pub async fn mutate<T, F, Fut>(&self, operation: &Operation, call: F) -> Mutation<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        self.progress
+            .calling(self.step, self.clock.now(), operation, self.dry_run);
+        if self.dry_run {
+            return Mutation::DryRun;
+        }
+        match call().await {
+            Ok(value) => Mutation::Done(value),
+            Err(err) if err.is_transient() => {
+                self.progress
+                    .retrying(self.step, self.clock.now(), &err, self.poll_interval);
+                self.set_waiting(&format!("a retry after: {err}"));
+                self.clock.sleep(self.poll_interval).await;
+                Mutation::Retry
+            }
+            Err(err) => Mutation::Failed(err),
+        }
+    }
+
+    /// Waits one poll interval for `what`.
+    pub async fn wait(&self, what: &str) {
+        self.wait_for(what, self.poll_interval).await;
+    }
+
+    /// Waits `duration` for `what`.
+    pub async fn wait_for(&self, what: &str, duration: Duration) {
+        self.set_waiting(what);
+        self.progress.waiting(self.step, self.clock.now(), what);
+        self.clock.sleep(duration).await;
+    }
+
+    /// Records a progress note durably (best effort: a note never fails a step).
+    pub fn note(&self, note: &str) {
+        let event = RunEvent::StepProgress {
+            step: self.step,
+            note: note.to_string(),
+        };
+        if let Ok(record) = self
+            .store
+            .append(&self.run, self.clock.now(), &Actor::engine(), event)
+        {
+            self.progress.event(&self.run, &record);
+        }
+    }
+
+    fn set_waiting(&self, what: &str) {
+        *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = what.to_string();
+    }
+
+    fn waiting_for(&self) -> String {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A run id from the time and some process-local entropy, sortable by creation time.
+pub fn new_run_id(now: Timestamp) -> RunId {
+    let stamp = humantime::format_rfc3339_seconds(now.to_system_time())
+        .to_string()
+        .replace([':', '-'], "");
+    let entropy = std::process::id() as u64
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0));
+    RunId::new(format!("r-{stamp}-{:04x}", entropy & 0xffff))
+}
+
+impl Engine {
+    /// Builds the plan and stores a new run. Fails while another run is unfinished.
+    pub fn create_run(
+        &self,
+        topology: &Topology,
+        options: &PlanOptions,
+        new: NewRun,
+    ) -> Result<RunHeader, EngineError> {
+        let plan = build_plan(topology, &new.request, options)?;
+        let header = RunHeader {
+            version: RUN_VERSION,
+            id: new.id,
+            kind: new.request.kind,
+            trigger: new.trigger,
+            created_at: self.clock.now(),
+            dry_run: new.dry_run,
+            plan,
+        };
+        self.store.create_run(&header, &new.actor, &new.reason)?;
+        Ok(header)
+    }
+
+    fn append(&self, run: &RunId, event: RunEvent) -> Result<EventRecord, StoreError> {
+        let record = self
+            .store
+            .append(run, self.clock.now(), &Actor::engine(), event)?;
+        self.progress.event(run, &record);
+        Ok(record)
+    }
+
+    /// Carries the run out until it finishes, blocks on an operator, or `shutdown` fires.
+    pub async fn execute(
+        &self,
+        run: &RunId,
+        shutdown: &CancellationToken,
+    ) -> Result<ExecOutcome, EngineError> {
+        let mut tasks: JoinSet<(StepName, StepResult)> = JoinSet::new();
+        let mut in_flight: BTreeMap<StepName, CancellationToken> = BTreeMap::new();
+        let mut task_steps: BTreeMap<tokio::task::Id, StepName> = BTreeMap::new();
+        let mut stop_reason: Option<String> = None;
+        let mut cancel_reason = String::new();
+        loop {
+            let stored = self
+                .store
+                .load_run(run)?
+                .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
+            let state = stored.state()?;
+            let flying: BTreeSet<StepName> = in_flight.keys().copied().collect();
+
+            if stop_reason.is_none() && shutdown.is_cancelled() {
+                let reason =
+                    "dr was stopped (signal); the run resumes with `dr resume`".to_string();
+                for token in in_flight.values() {
+                    token.cancel();
+                }
+                cancel_reason = reason.clone();
+                stop_reason = Some(reason);
+            }
+            if let Some(reason) = &stop_reason {
+                if flying.is_empty() {
+                    if state.outcome.is_none() && !state.paused && !state.abort_requested {
+                        self.append(
+                            run,
+                            RunEvent::Paused {
+                                reason: reason.clone(),
+                            },
+                        )?;
+                    }
+                    return Ok(ExecOutcome::ShutDown);
+                }
+            } else {
+                match state.next(&flying) {
+                    Next::Over(outcome) => return Ok(ExecOutcome::Finished(outcome)),
+                    Next::Finish(outcome) => {
+                        self.append(run, RunEvent::Finished { outcome })?;
+                        return Ok(ExecOutcome::Finished(outcome));
+                    }
+                    Next::Start(ready) => {
+                        for step in ready {
+                            let attempt = state.steps[&step].attempts + 1;
+                            self.append(run, RunEvent::StepStarted { step, attempt })?;
+                            let Some(planned) = stored.header.plan.step(step).cloned() else {
+                                continue;
+                            };
+                            let token = CancellationToken::new();
+                            let ctx = self.step_ctx(&stored.header, &state, step);
+                            let handle = tasks.spawn(run_step(ctx, planned, token.clone()));
+                            task_steps.insert(handle.id(), step);
+                            in_flight.insert(step, token);
+                        }
+                        continue;
+                    }
+                    Next::Wait => {}
+                    Next::Blocked(status) => {
+                        if flying.is_empty() {
+                            return Ok(ExecOutcome::Blocked(status));
+                        }
+                        if matches!(status, RunStatus::Paused | RunStatus::Aborting) {
+                            cancel_reason = match status {
+                                RunStatus::Paused => "the run was paused".to_string(),
+                                _ => "the run is being aborted".to_string(),
+                            };
+                            for token in in_flight.values() {
+                                token.cancel();
+                            }
+                        }
+                    }
+                }
+            }
+
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let (step, result) = match joined {
+                        Ok(done) => done,
+                        Err(err) => {
+                            // A panicking step is a bug; it must not take the run with it.
+                            let Some(step) = task_steps.get(&err.id()).copied() else { continue };
+                            (step, StepResult::Failed(format!("internal error in step: {err}")))
+                        }
+                    };
+                    in_flight.remove(&step);
+                    let event = match result {
+                        StepResult::Succeeded(outcome) => RunEvent::StepSucceeded { step, outcome },
+                        StepResult::Failed(error) => RunEvent::StepFailed { step, error },
+                        StepResult::Interrupted(_) => RunEvent::StepInterrupted {
+                            step,
+                            reason: cancel_reason.clone(),
+                        },
+                    };
+                    match self.append(run, event) {
+                        Ok(_) | Err(StoreError::Refused(_)) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                _ = self.clock.sleep(self.settings.control_interval) => {}
+                _ = shutdown.cancelled(), if stop_reason.is_none() => {}
+            }
+        }
+    }
+
+    fn step_ctx(
+        &self,
+        header: &RunHeader,
+        state: &crate::core::run::RunState,
+        step: StepName,
+    ) -> StepCtx {
+        let dns_degraded = state
+            .steps
+            .get(&StepName::RepointDns)
+            .map(|s| {
+                matches!(s.status, StepStatus::Skipped { .. })
+                    || s.outcome.as_ref().is_some_and(|o| o.degraded)
+            })
+            .unwrap_or(false);
+        StepCtx {
+            providers: self.providers.clone(),
+            clock: self.clock.clone(),
+            run: header.id.clone(),
+            step,
+            dry_run: header.dry_run,
+            poll_interval: self.settings.poll_interval,
+            probe_timeout: self.settings.probe_timeout,
+            earlier_notes: state
+                .steps
+                .get(&step)
+                .map(|s| s.notes.clone())
+                .unwrap_or_default(),
+            dns_degraded,
+            store: self.store.clone(),
+            progress: self.progress.clone(),
+            waiting_for: Mutex::new(String::new()),
+        }
+    }
+}
+
+async fn run_step(
+    ctx: StepCtx,
+    planned: PlannedStep,
+    cancel: CancellationToken,
+) -> (StepName, StepResult) {
+    let step = planned.name;
+    let result = tokio::select! {
+        result = steps::execute(&ctx, &planned.spec) => result,
+        _ = ctx.clock.sleep(planned.timeout) => {
+            steps::on_timeout(step, planned.timeout, &ctx.waiting_for())
+        }
+        _ = cancel.cancelled() => StepResult::Interrupted(String::new()),
+    };
+    (step, result)
+}

@@ -1,0 +1,756 @@
+//! The five steps, each as observe, then act, then wait.
+//!
+//! Steps take every id, size and record from their `StepSpec`; they make no choices. Running a
+//! step again after a crash is safe because it looks first: what is already done is recorded and
+//! skipped, and an operation already in flight toward the target is waited for, not repeated.
+//! A mutation that fails transiently is never blindly retried: the step observes again first.
+
+use super::StepCtx;
+use crate::core::health::{Observation, classify_checkers, classify_probe};
+use crate::core::ids::RegionName;
+use crate::core::ids::StepName;
+use crate::core::plan::{
+    GroupTarget, Operation, RunKind, StepSpec, client_request_token, promote_operation,
+    record_changes,
+};
+use crate::core::run::{Gate, StepOutcome};
+use crate::core::time::fmt_duration;
+use crate::core::topology::LatencyRecord;
+use crate::provider::{ChangeStatus, ProviderError};
+use futures::future::join_all;
+use std::time::Duration;
+
+/// How a step attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepResult {
+    /// Reached its goal.
+    Succeeded(StepOutcome),
+    /// Could not; the error says why and what to do.
+    Failed(String),
+    /// Stopped by a pause, an abort or a shutdown.
+    Interrupted(String),
+}
+
+/// Runs the step for `spec`.
+pub async fn execute(ctx: &StepCtx, spec: &StepSpec) -> StepResult {
+    let result = match spec {
+        StepSpec::Preflight { .. } => preflight(ctx, spec).await,
+        StepSpec::PromoteDb {
+            global_cluster_id,
+            target,
+            target_db_cluster_id,
+            kind,
+        } => promote_db(ctx, global_cluster_id, target, target_db_cluster_id, *kind).await,
+        StepSpec::ScaleTarget {
+            target,
+            eks_cluster,
+            node_groups,
+            autoscaling_groups,
+        } => scale_target(ctx, target, eks_cluster, node_groups, autoscaling_groups).await,
+        StepSpec::RepointDns {
+            hosted_zone_id,
+            record_name,
+            desired,
+            removed,
+        } => repoint_dns(ctx, hosted_zone_id, record_name, desired, removed).await,
+        StepSpec::Verify { .. } => verify(ctx, spec).await,
+    };
+    match result {
+        Ok(outcome) => StepResult::Succeeded(outcome),
+        Err(error) => StepResult::Failed(error),
+    }
+}
+
+/// What the step does when its time limit passes.
+pub fn on_timeout(step: StepName, limit: Duration, waiting_for: &str) -> StepResult {
+    let waiting = if waiting_for.is_empty() {
+        String::new()
+    } else {
+        format!(" while waiting for {waiting_for}")
+    };
+    if step == StepName::RepointDns {
+        return StepResult::Succeeded(StepOutcome {
+            summary: format!(
+                "DEGRADED: the records could not be changed within {}{waiting}. Route53 health checks still take failed regions out of answers through the data plane; re-run `dr resume` or change the records by hand once Route53's control plane answers (runbooks/break-glass-route53.md)",
+                fmt_duration(limit)
+            ),
+            degraded: true,
+            ..StepOutcome::default()
+        });
+    }
+    StepResult::Failed(format!(
+        "timed out after {}{waiting}; `dr resume` tries again, `dr skip {step} --reason ...` goes on without it",
+        fmt_duration(limit)
+    ))
+}
+
+fn outcome(summary: impl Into<String>) -> StepOutcome {
+    StepOutcome {
+        summary: summary.into(),
+        ..StepOutcome::default()
+    }
+}
+
+async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String> {
+    let StepSpec::Preflight {
+        target,
+        source,
+        target_health_check_id,
+        target_health_url,
+        source_health_url,
+        global_cluster_id,
+        target_db_cluster_id,
+        eks_cluster,
+        node_groups,
+        autoscaling_groups,
+        rpo_budget,
+        kind,
+    } = spec
+    else {
+        return Err("preflight was given another step's spec".into());
+    };
+    let p = &ctx.providers;
+    let mut failed: Vec<String> = Vec::new();
+    let mut passed: Vec<String> = Vec::new();
+    let mut gates: Vec<Gate> = Vec::new();
+    let mut facts = std::collections::BTreeMap::new();
+
+    match ctx.read_bounded(|| p.health_checks.checker_report(target_health_check_id)).await {
+        Ok(report) => match classify_checkers(report.healthy, report.total) {
+            Observation::Healthy => passed.push(format!(
+                "Route53 health check of {target}: {}/{} checkers healthy",
+                report.healthy, report.total
+            )),
+            _ => failed.push(format!(
+                "Route53 health check of {target} is unhealthy: {}/{} checkers healthy (needs more than 18%)",
+                report.healthy, report.total
+            )),
+        },
+        Err(err) if err.is_transient() => passed.push(format!(
+            "Route53 health check of {target} could not be read ({err}); relying on dr's own probe"
+        )),
+        Err(err) => failed.push(err.to_string()),
+    }
+
+    let probe = p
+        .probe
+        .probe(target, target_health_url, ctx.probe_timeout)
+        .await;
+    match classify_probe(&probe, false) {
+        Observation::Healthy => passed.push(format!("GET {target_health_url}: 200")),
+        _ => failed.push(format!(
+            "the target's {target_health_url} is not healthy ({})",
+            probe
+        )),
+    }
+
+    match ctx.read_bounded(|| p.database.describe_global_cluster(target, global_cluster_id)).await {
+        Ok(cluster) => match cluster.member_in(target) {
+            Some(member) if member.db_cluster_id == *target_db_cluster_id => passed.push(format!(
+                "{target_db_cluster_id} is a member of {global_cluster_id} in {target}{}",
+                if member.is_writer { " (already the writer)" } else { "" }
+            )),
+            Some(member) => failed.push(format!(
+                "the member of {global_cluster_id} in {target} is {}, but region.database.cluster_id says {target_db_cluster_id}",
+                member.db_cluster_id
+            )),
+            None => failed.push(format!(
+                "{global_cluster_id} has no member in {target}; check region.database.cluster_id"
+            )),
+        },
+        Err(err) => failed.push(err.to_string()),
+    }
+
+    for group in node_groups {
+        if let Err(err) = ctx
+            .read_bounded(|| p.compute.describe_nodegroup(target, eks_cluster, group))
+            .await
+        {
+            failed.push(err.to_string());
+        }
+    }
+    for group in autoscaling_groups {
+        if let Err(err) = ctx
+            .read_bounded(|| p.compute.describe_autoscaling_group(target, group))
+            .await
+        {
+            failed.push(err.to_string());
+        }
+    }
+    if failed.is_empty() {
+        passed.push(format!(
+            "{} node group(s) and {} Auto Scaling group(s) found in {target}",
+            node_groups.len(),
+            autoscaling_groups.len()
+        ));
+    }
+
+    match kind {
+        RunKind::Failover => {
+            let lag = ctx
+                .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
+                .await;
+            let gate_reason = match lag {
+                Ok(Some(lag)) => {
+                    facts.insert("lag_ms".to_string(), lag.as_millis().to_string());
+                    if lag > *rpo_budget {
+                        Some(format!(
+                            "replication lag of {target} is {}, over the RPO budget of {}: promoting may lose up to {} of writes",
+                            fmt_duration(lag),
+                            fmt_duration(*rpo_budget),
+                            fmt_duration(lag)
+                        ))
+                    } else {
+                        passed.push(format!(
+                            "replication lag {} is within the RPO budget of {}",
+                            fmt_duration(lag),
+                            fmt_duration(*rpo_budget)
+                        ));
+                        None
+                    }
+                }
+                Ok(None) => Some(format!(
+                    "replication lag of {target} has no recent datapoint: the data loss cannot be bounded"
+                )),
+                Err(err) => Some(format!(
+                    "replication lag of {target} could not be read ({err}): the data loss cannot be bounded"
+                )),
+            };
+            if let Some(reason) = gate_reason {
+                if ctx.dry_run {
+                    passed.push(format!("a real run would wait for approval: {reason}"));
+                } else {
+                    gates.push(Gate {
+                        step: StepName::PromoteDb,
+                        reason,
+                    });
+                }
+            }
+        }
+        RunKind::Switchover => {
+            let probe = p
+                .probe
+                .probe(source, source_health_url, ctx.probe_timeout)
+                .await;
+            match classify_probe(&probe, true) {
+                Observation::Healthy => passed.push(format!("the writer's region {source} is up")),
+                _ => failed.push(format!(
+                    "a switchover needs the writer's region {source} up, and {source_health_url} is not healthy ({}); use `dr failover` for an unplanned move",
+                    probe
+                )),
+            }
+        }
+    }
+
+    if !failed.is_empty() {
+        return Err(format!(
+            "preflight found {} problem(s), no change was made: {}",
+            failed.len(),
+            failed.join("; ")
+        ));
+    }
+    Ok(StepOutcome {
+        summary: passed.join("; "),
+        gates,
+        facts,
+        ..StepOutcome::default()
+    })
+}
+
+async fn promote_db(
+    ctx: &StepCtx,
+    global_cluster_id: &str,
+    target: &RegionName,
+    target_db_cluster_id: &str,
+    kind: RunKind,
+) -> Result<StepOutcome, String> {
+    let p = &ctx.providers;
+    let mut requested = false;
+    let mut facts = std::collections::BTreeMap::new();
+    loop {
+        let cluster = ctx
+            .read(|| {
+                p.database
+                    .describe_global_cluster(target, global_cluster_id)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let member = cluster
+            .member_in(target)
+            .ok_or_else(|| format!("{global_cluster_id} has no member in {target}"))?;
+        match &cluster.failover_state {
+            None if member.is_writer => {
+                let summary = if requested {
+                    format!("{target_db_cluster_id} in {target} is the writer")
+                } else {
+                    format!(
+                        "{target_db_cluster_id} in {target} was already the writer; nothing to do"
+                    )
+                };
+                return Ok(StepOutcome {
+                    summary,
+                    facts,
+                    ..StepOutcome::default()
+                });
+            }
+            Some(state) if state.to_region.as_ref() == Some(target) => {
+                ctx.wait(&format!(
+                    "the {} toward {target} (FailoverState {})",
+                    if state.is_data_loss_allowed {
+                        "failover"
+                    } else {
+                        "switchover"
+                    },
+                    state.status
+                ))
+                .await;
+            }
+            Some(state) => {
+                return Err(format!(
+                    "a {} toward {} is already in flight on {global_cluster_id}; let it finish, then `dr resume`",
+                    state.status,
+                    state
+                        .to_region
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "another region".into())
+                ));
+            }
+            None if requested => {
+                ctx.wait("FailoverState to appear after the request").await;
+            }
+            None => {
+                if kind == RunKind::Failover
+                    && let Ok(Some(lag)) = ctx
+                        .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
+                        .await
+                {
+                    facts.insert("lag_at_promotion_ms".into(), lag.as_millis().to_string());
+                }
+                let operation =
+                    promote_operation(kind, target, global_cluster_id, target_db_cluster_id);
+                let call = || async {
+                    match kind {
+                        RunKind::Failover => {
+                            p.database
+                                .failover_global_cluster(
+                                    target,
+                                    global_cluster_id,
+                                    target_db_cluster_id,
+                                    true,
+                                )
+                                .await
+                        }
+                        RunKind::Switchover => {
+                            p.database
+                                .switchover_global_cluster(
+                                    target,
+                                    global_cluster_id,
+                                    target_db_cluster_id,
+                                )
+                                .await
+                        }
+                    }
+                };
+                match ctx.mutate(&operation, call).await {
+                    Mutation::DryRun => {
+                        return Ok(StepOutcome {
+                            summary: format!(
+                                "dry run: would promote {target_db_cluster_id} in {target}"
+                            ),
+                            would_mutate: vec![operation],
+                            facts,
+                            ..StepOutcome::default()
+                        });
+                    }
+                    Mutation::Done(()) => requested = true,
+                    Mutation::Retry => {}
+                    Mutation::Failed(err) => return Err(err.to_string()),
+                }
+            }
+        }
+    }
+}
+
+async fn scale_target(
+    ctx: &StepCtx,
+    target: &RegionName,
+    eks_cluster: &str,
+    node_groups: &[GroupTarget],
+    autoscaling_groups: &[GroupTarget],
+) -> Result<StepOutcome, String> {
+    let node_futures = node_groups
+        .iter()
+        .map(|group| scale_nodegroup(ctx, target, eks_cluster, group));
+    let asg_futures = autoscaling_groups
+        .iter()
+        .map(|group| scale_asg(ctx, target, group));
+    let (nodes, asgs) = tokio::join!(join_all(node_futures), join_all(asg_futures));
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    let mut would = Vec::new();
+    for result in nodes.into_iter().chain(asgs) {
+        match result {
+            Ok(GroupResult { line, would_mutate }) => {
+                lines.push(line);
+                would.extend(would_mutate);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(StepOutcome {
+        summary: if lines.is_empty() {
+            format!("{target} has no groups to scale")
+        } else {
+            lines.join("; ")
+        },
+        would_mutate: would,
+        ..StepOutcome::default()
+    })
+}
+
+struct GroupResult {
+    line: String,
+    would_mutate: Vec<Operation>,
+}
+
+async fn scale_nodegroup(
+    ctx: &StepCtx,
+    target: &RegionName,
+    cluster: &str,
+    group: &GroupTarget,
+) -> Result<GroupResult, String> {
+    let p = &ctx.providers;
+    let name = group.name.as_str();
+    let token = client_request_token(&ctx.run, StepName::ScaleTarget, name);
+    let mut update_id: Option<String> = None;
+    let mut acted = false;
+    loop {
+        let state = ctx
+            .read(|| p.compute.describe_nodegroup(target, cluster, name))
+            .await
+            .map_err(|e| e.to_string())?;
+        if state.sizes == group.sizes {
+            if let Some(id) = &update_id {
+                let update = ctx
+                    .read(|| p.compute.describe_update(target, cluster, name, id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match update.status.as_str() {
+                    "Successful" => {
+                        return Ok(GroupResult {
+                            line: format!("node group {name} at {} (update {id})", group.sizes),
+                            would_mutate: Vec::new(),
+                        });
+                    }
+                    "Failed" | "Cancelled" => {
+                        return Err(format!(
+                            "node group {name} update {id} ended {}: {}",
+                            update.status,
+                            update.errors.join(", ")
+                        ));
+                    }
+                    _ => {
+                        ctx.wait(&format!(
+                            "node group {name} update {id} ({})",
+                            update.status
+                        ))
+                        .await;
+                        continue;
+                    }
+                }
+            }
+            if state.status == "ACTIVE" {
+                let how = if acted { "scaled" } else { "already" };
+                return Ok(GroupResult {
+                    line: format!("node group {name} {how} at {}", group.sizes),
+                    would_mutate: Vec::new(),
+                });
+            }
+            ctx.wait(&format!("node group {name} ({})", state.status))
+                .await;
+            continue;
+        }
+        if state.status != "ACTIVE" {
+            ctx.wait(&format!(
+                "node group {name} to finish another update ({}) before resizing it",
+                state.status
+            ))
+            .await;
+            continue;
+        }
+        let operation = Operation::UpdateNodegroupConfig {
+            region: target.clone(),
+            cluster: cluster.to_string(),
+            nodegroup: name.to_string(),
+            sizes: group.sizes,
+            client_request_token: token.clone(),
+        };
+        let call = || {
+            p.compute
+                .update_nodegroup_config(target, cluster, name, group.sizes, &token)
+        };
+        match ctx.mutate(&operation, call).await {
+            Mutation::DryRun => {
+                return Ok(GroupResult {
+                    line: format!(
+                        "dry run: node group {name} is at {}, would set {}",
+                        state.sizes, group.sizes
+                    ),
+                    would_mutate: vec![operation],
+                });
+            }
+            Mutation::Done(id) => {
+                ctx.note(&format!("node group {name}: update {id} requested"));
+                update_id = Some(id);
+                acted = true;
+            }
+            Mutation::Retry => {}
+            Mutation::Failed(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+async fn scale_asg(
+    ctx: &StepCtx,
+    target: &RegionName,
+    group: &GroupTarget,
+) -> Result<GroupResult, String> {
+    let p = &ctx.providers;
+    let name = group.name.as_str();
+    let mut acted = false;
+    loop {
+        let state = ctx
+            .read(|| p.compute.describe_autoscaling_group(target, name))
+            .await
+            .map_err(|e| e.to_string())?;
+        if state.sizes == group.sizes {
+            if state.in_service >= group.sizes.desired {
+                let how = if acted { "scaled" } else { "already" };
+                return Ok(GroupResult {
+                    line: format!("Auto Scaling group {name} {how} at {}", group.sizes),
+                    would_mutate: Vec::new(),
+                });
+            }
+            ctx.wait(&format!(
+                "Auto Scaling group {name}: {}/{} instances InService",
+                state.in_service, group.sizes.desired
+            ))
+            .await;
+            continue;
+        }
+        let operation = Operation::UpdateAutoScalingGroup {
+            region: target.clone(),
+            group: name.to_string(),
+            sizes: group.sizes,
+        };
+        let call = || {
+            p.compute
+                .update_autoscaling_group(target, name, group.sizes)
+        };
+        match ctx.mutate(&operation, call).await {
+            Mutation::DryRun => {
+                return Ok(GroupResult {
+                    line: format!(
+                        "dry run: Auto Scaling group {name} is at {}, would set {}",
+                        state.sizes, group.sizes
+                    ),
+                    would_mutate: vec![operation],
+                });
+            }
+            Mutation::Done(()) => acted = true,
+            Mutation::Retry => {}
+            Mutation::Failed(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+async fn repoint_dns(
+    ctx: &StepCtx,
+    hosted_zone_id: &str,
+    record_name: &str,
+    desired: &[LatencyRecord],
+    removed: &[LatencyRecord],
+) -> Result<StepOutcome, String> {
+    let p = &ctx.providers;
+    // A change submitted by an earlier attempt of this step is waited for, not repeated.
+    let mut change_id: Option<String> = ctx
+        .earlier_notes
+        .iter()
+        .rev()
+        .find_map(|note| {
+            note.strip_prefix("change ")
+                .and_then(|rest| rest.split(' ').next())
+        })
+        .map(str::to_string);
+    let mut submitted = change_id.is_some();
+    loop {
+        if let Some(id) = &change_id {
+            match ctx
+                .read(|| p.dns.get_change(id))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                ChangeStatus::Insync => {
+                    return Ok(outcome(format!(
+                        "change {id} is INSYNC; answering: {}",
+                        serving(desired)
+                    )));
+                }
+                ChangeStatus::Pending => {
+                    ctx.wait(&format!("Route53 change {id} to be INSYNC")).await;
+                    continue;
+                }
+            }
+        }
+        let current = ctx
+            .read(|| p.dns.list_records(hosted_zone_id, record_name))
+            .await
+            .map_err(|e| e.to_string())?;
+        let changes = record_changes(&current, desired, removed);
+        if changes.is_empty() {
+            let how = if submitted { "are" } else { "were already" };
+            return Ok(outcome(format!(
+                "records {how} as planned; answering: {}",
+                serving(desired)
+            )));
+        }
+        let operation = Operation::ChangeResourceRecordSets {
+            hosted_zone_id: hosted_zone_id.to_string(),
+            changes: changes.clone(),
+        };
+        let call = || p.dns.change_records(hosted_zone_id, &changes);
+        match ctx.mutate(&operation, call).await {
+            Mutation::DryRun => {
+                return Ok(StepOutcome {
+                    summary: format!("dry run: would make {} record change(s)", changes.len()),
+                    would_mutate: vec![operation],
+                    ..StepOutcome::default()
+                });
+            }
+            Mutation::Done(id) => {
+                ctx.note(&format!("change {id} submitted"));
+                change_id = Some(id);
+                submitted = true;
+            }
+            Mutation::Retry => {}
+            Mutation::Failed(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+fn serving(desired: &[LatencyRecord]) -> String {
+    desired
+        .iter()
+        .map(|r| r.region.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn verify(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String> {
+    let StepSpec::Verify {
+        target,
+        health_url,
+        policy,
+        global_cluster_id,
+        target_db_cluster_id,
+        hosted_zone_id,
+        record_name,
+        desired,
+        removed,
+    } = spec
+    else {
+        return Err("verify was given another step's spec".into());
+    };
+    if ctx.dry_run {
+        return Ok(outcome(format!(
+            "dry run: would verify {health_url} answers 200 {} times in a row, the writer is {target_db_cluster_id} in {target}, and DNS answers from {}",
+            policy.consecutive_successes,
+            serving(desired)
+        )));
+    }
+    let p = &ctx.providers;
+    loop {
+        let mut streak = 0;
+        while streak < policy.consecutive_successes {
+            let result = p
+                .probe
+                .probe(target, health_url, policy.probe_timeout)
+                .await;
+            if classify_probe(&result, false) == Observation::Healthy {
+                streak += 1;
+                if streak < policy.consecutive_successes {
+                    ctx.clock.sleep(policy.interval).await;
+                }
+            } else {
+                streak = 0;
+                ctx.wait_for(
+                    &format!("{health_url} to answer 200 (got {})", result),
+                    policy.interval,
+                )
+                .await;
+            }
+        }
+        let cluster = ctx
+            .read(|| {
+                p.database
+                    .describe_global_cluster(target, global_cluster_id)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let writer_ok = cluster.failover_state.is_none()
+            && cluster
+                .writer()
+                .is_some_and(|w| &w.region == target && w.db_cluster_id == *target_db_cluster_id);
+        if !writer_ok {
+            let writer = cluster
+                .writer()
+                .map(|w| format!("{} in {}", w.db_cluster_id, w.region))
+                .unwrap_or_else(|| "none".into());
+            ctx.wait(&format!(
+                "the writer to be {target_db_cluster_id} in {target} (now {writer})"
+            ))
+            .await;
+            continue;
+        }
+        let dns = match ctx.read_bounded(|| p.dns.list_records(hosted_zone_id, record_name)).await {
+            Ok(current) if record_changes(&current, desired, removed).is_empty() => {
+                format!("DNS answers from {}", serving(desired))
+            }
+            Ok(_) if ctx.dns_degraded => {
+                "DNS records were not changed (repoint-dns ended degraded); health checks steer traffic".to_string()
+            }
+            Ok(_) => {
+                ctx.wait("DNS records to be as planned").await;
+                continue;
+            }
+            Err(err) if err.is_transient() && ctx.dns_degraded => {
+                format!("DNS records could not be read ({err}); repoint-dns ended degraded")
+            }
+            Err(err) if err.is_transient() => {
+                ctx.wait(&format!("Route53 to answer ({err})")).await;
+                continue;
+            }
+            Err(err) => return Err(err.to_string()),
+        };
+        return Ok(outcome(format!(
+            "{health_url} answered 200 {} times in a row; the writer is {target_db_cluster_id} in {target}; {dns}",
+            policy.consecutive_successes
+        )));
+    }
+}
+
+/// What became of one mutating call.
+pub enum Mutation<T> {
+    /// Dry run: printed, not made.
+    DryRun,
+    /// Made.
+    Done(T),
+    /// Failed transiently; observe again before deciding to call again.
+    Retry,
+    /// Failed for good.
+    Failed(ProviderError),
+}
