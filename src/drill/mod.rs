@@ -448,14 +448,13 @@ impl Drill {
             handle.abort();
         }
         let world = self.world();
-        let run = match self.runs.last() {
-            Some(id) => self
-                .engine
-                .store
-                .load_run(id)
-                .map_err(crate::engine::EngineError::from)?,
-            None => None,
-        };
+        let mut runs = Vec::new();
+        for id in &self.runs {
+            let stored = self.engine.store.load_run(id);
+            if let Some(run) = stored.map_err(crate::engine::EngineError::from)? {
+                runs.push(run);
+            }
+        }
         let entries = self
             .recorder
             .entries
@@ -468,7 +467,7 @@ impl Drill {
             serial: self.options.serial,
             seed: world.seed,
             world: &world,
-            run: run.as_ref(),
+            runs: &runs,
             unfinished,
             outage_started_at: self.outage_started_at,
             timeline: entries,

@@ -85,11 +85,13 @@ pub struct DrillReport {
     pub outage_started_at: Option<f64>,
     /// When the run was created.
     pub run_started_at: Option<f64>,
-    /// When verify succeeded.
+    /// When the (last) run's verify succeeded.
     pub verified_at: Option<f64>,
-    /// Outage start to verified.
+    /// When the first run started after the outage verified: the end of the RTO.
+    pub recovered_at: Option<f64>,
+    /// Outage start to recovered.
     pub rto_seconds: Option<f64>,
-    /// Run start to verified.
+    /// The (last) run's start to its verification.
     pub run_seconds: Option<f64>,
     /// Replication lag at promotion: the writes lost.
     pub rpo_seconds: Option<f64>,
@@ -119,7 +121,7 @@ pub(super) struct Inputs<'a> {
     pub serial: bool,
     pub seed: u64,
     pub world: &'a World,
-    pub run: Option<&'a StoredRun>,
+    pub runs: &'a [StoredRun],
     pub unfinished: bool,
     pub outage_started_at: Option<Timestamp>,
     pub timeline: Vec<TimelineEntry>,
@@ -129,9 +131,29 @@ fn secs(at: Timestamp) -> f64 {
     at.since(DRILL_START).as_millis() as f64 / 1000.0
 }
 
+/// The writes a run's promotion lost: the replication lag when it was promoted.
+fn data_loss_seconds(run: &StoredRun) -> Option<f64> {
+    let state = run.state().ok()?;
+    let outcome = state.steps.get(&StepName::PromoteDb)?.outcome.clone()?;
+    match outcome.facts.get("lag_at_promotion_ms") {
+        Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
+        // A switchover loses nothing, and neither does a promotion that found the target
+        // already the writer.
+        None => Some(0.0),
+    }
+}
+
+/// When a run's verify step succeeded.
+fn verified(run: &StoredRun) -> Option<Timestamp> {
+    let state = run.state().ok()?;
+    let verify = state.steps.get(&StepName::Verify)?;
+    (verify.status == StepStatus::Succeeded).then_some(verify.finished_at?)
+}
+
 pub(super) fn build(input: Inputs<'_>) -> DrillReport {
-    let state = input.run.and_then(|run| run.state().ok());
-    let outcome = match (&state, input.run) {
+    let run = input.runs.last();
+    let state = run.and_then(|run| run.state().ok());
+    let outcome = match (&state, run) {
         (None, _) | (_, None) => "no-run".to_string(),
         (Some(state), Some(_)) => match state.status() {
             RunStatus::Finished { outcome } => outcome.to_string(),
@@ -139,21 +161,20 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
             other => other.to_string(),
         },
     };
-    let verified_at = state.as_ref().and_then(|s| {
-        let verify = s.steps.get(&StepName::Verify)?;
-        (verify.status == StepStatus::Succeeded).then_some(verify.finished_at?)
+    let verified_at = run.and_then(verified);
+    let run_started_at = run.map(|r| r.header.created_at);
+    // RTO and RPO belong to the first run started after the outage that verified (a later
+    // failback does not count against them); without an outage, to the last run.
+    let recovery = input.outage_started_at.and_then(|start| {
+        input
+            .runs
+            .iter()
+            .filter(|r| r.header.created_at >= start)
+            .find(|r| verified(r).is_some())
     });
-    let run_started_at = input.run.map(|r| r.header.created_at);
-    let rpo = state.as_ref().and_then(|s| {
-        let promote = s.steps.get(&StepName::PromoteDb)?;
-        let outcome = promote.outcome.as_ref()?;
-        match outcome.facts.get("lag_at_promotion_ms") {
-            Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
-            None if input.run?.header.kind == crate::core::plan::RunKind::Switchover => Some(0.0),
-            None => Some(0.0).filter(|_| outcome.summary.contains("already the writer")),
-        }
-    });
-    let rto = match (input.outage_started_at, verified_at) {
+    let recovered_at = recovery.and_then(verified);
+    let rpo = recovery.or(run).and_then(data_loss_seconds);
+    let rto = match (input.outage_started_at, recovered_at) {
         (Some(start), Some(end)) => Some(end.since(start).as_millis() as f64 / 1000.0),
         _ => None,
     };
@@ -269,12 +290,13 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
         serial: input.serial,
         duration_seconds: input.scenario.duration.as_secs_f64(),
         outcome,
-        run_id: input.run.map(|r| r.header.id.to_string()),
+        run_id: run.map(|r| r.header.id.to_string()),
         writer_region,
         dns_regions,
         outage_started_at: input.outage_started_at.map(secs),
         run_started_at: run_started_at.map(secs),
         verified_at: verified_at.map(secs),
+        recovered_at: recovered_at.map(secs),
         rto_seconds: rto,
         run_seconds,
         rpo_seconds: rpo,
@@ -342,7 +364,7 @@ impl DrillReport {
             Some(false) => "MISSED",
             None => "not measured",
         };
-        match (self.rto_seconds, self.outage_started_at, self.verified_at) {
+        match (self.rto_seconds, self.outage_started_at, self.recovered_at) {
             (Some(rto), Some(start), Some(end)) => {
                 let _ = writeln!(
                     out,

@@ -52,10 +52,14 @@ enum Backing {
     File(PathBuf),
 }
 
+/// Hears about every call that reached the simulated world, after it took effect.
+pub type CallObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The simulator, as every provider at once.
 pub struct SimProvider {
     backing: Backing,
     clock: Arc<dyn Clock>,
+    observer: Mutex<Option<CallObserver>>,
 }
 
 impl SimProvider {
@@ -64,7 +68,13 @@ impl SimProvider {
         SimProvider {
             backing: Backing::Memory(Box::new(Mutex::new(world))),
             clock,
+            observer: Mutex::new(None),
         }
+    }
+
+    /// Sets (or clears) the observer of calls. Tests use it to stop an engine at an exact call.
+    pub fn observe_calls(&self, observer: Option<CallObserver>) {
+        *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = observer;
     }
 
     /// The simulator of a state file, created from `topology` if it does not exist. Returns the
@@ -108,6 +118,7 @@ impl SimProvider {
             SimProvider {
                 backing: Backing::File(path.to_path_buf()),
                 clock: clock.clone(),
+                observer: Mutex::new(None),
             },
             clock,
         ))
@@ -160,6 +171,14 @@ impl SimProvider {
         })?;
         if !delay.is_zero() {
             self.clock.sleep(delay).await;
+        }
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(observer) = observer {
+            observer(operation);
         }
         result
     }

@@ -1,0 +1,243 @@
+//! The scenario library: every shipped drill passes its own expectations, and the behaviour each
+//! one rehearses is checked in its report. Also the concurrency measurement of the reference
+//! outage against the seed's serial runbook on the same simulated timings.
+
+use dr::config::Config;
+use dr::drill::{self, DrillOptions, DrillReport};
+use std::path::Path;
+
+fn config() -> Config {
+    dr::config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/example.toml"
+    )))
+    .unwrap()
+}
+
+fn drill(name: &str, options: DrillOptions) -> DrillReport {
+    let path = format!("{}/runbooks/drills/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let scenario = drill::scenario::load(Path::new(&path)).unwrap();
+    drill::runtime()
+        .unwrap()
+        .block_on(drill::run(&config(), &scenario, &options))
+        .unwrap()
+}
+
+fn step<'a>(report: &'a DrillReport, name: &str) -> &'a drill::report::StepReport {
+    report
+        .steps
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .unwrap()
+}
+
+fn calls(report: &DrillReport, operation: &str) -> usize {
+    report
+        .mutations
+        .iter()
+        .filter(|m| m.operation == operation)
+        .count()
+}
+
+#[test]
+fn every_shipped_scenario_meets_its_expectations() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/drills");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in names {
+        let report = drill(&name, DrillOptions::default());
+        assert!(
+            !report.expectations.is_empty(),
+            "{name} states no expectations"
+        );
+        assert!(report.passed, "{name} failed:\n{}", report.render());
+    }
+}
+
+#[test]
+fn the_reference_outage_fails_over_within_the_rto() {
+    let report = drill("reference-outage", DrillOptions::default());
+    assert_eq!(report.outcome, "succeeded");
+    assert_eq!(report.outage_started_at, Some(120.0));
+    assert_eq!(report.run_started_at, Some(420.0));
+    let rto = report.rto_seconds.unwrap();
+    assert!(rto < 900.0, "{rto}");
+    assert_eq!(rto, report.verified_at.unwrap() - 120.0);
+    assert_eq!(report.rpo_seconds, Some(2.0));
+    // promote-db and scale-target overlap.
+    let (promote, scale) = (step(&report, "promote-db"), step(&report, "scale-target"));
+    assert!(promote.started_at.unwrap() < scale.ended_at.unwrap());
+    assert!(scale.started_at.unwrap() < promote.ended_at.unwrap());
+    // Each mutation once.
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "UpdateAutoScalingGroup",
+        "ChangeResourceRecordSets",
+    ] {
+        assert_eq!(calls(&report, op), 1, "{op}");
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "outcome",
+        "writer_region",
+        "dns_regions",
+        "outage_started_at",
+        "run_started_at",
+        "verified_at",
+        "rto_seconds",
+        "rpo_seconds",
+        "steps",
+    ] {
+        assert!(json.get(key).is_some(), "the JSON report lacks {key}");
+    }
+}
+
+#[test]
+fn concurrent_steps_cut_the_run_to_at_most_0_7_of_the_serial_runbook() {
+    let concurrent = drill("reference-outage", DrillOptions::default());
+    let serial = drill(
+        "reference-outage",
+        DrillOptions {
+            serial: true,
+            seed: None,
+        },
+    );
+    assert!(serial.passed, "{}", serial.render());
+    let ratio = concurrent.run_seconds.unwrap() / serial.run_seconds.unwrap();
+    assert!(
+        ratio <= 0.7,
+        "ratio {ratio:.3}: {} vs {}",
+        concurrent.run_seconds.unwrap(),
+        serial.run_seconds.unwrap()
+    );
+    // Same simulated timings: the promotion took as long in both.
+    let took = |r: &DrillReport| {
+        let s = step(r, "promote-db");
+        s.ended_at.unwrap() - s.started_at.unwrap()
+    };
+    assert_eq!(took(&concurrent), took(&serial));
+}
+
+#[test]
+fn over_many_seeds_the_concurrent_plan_averages_well_under_0_7() {
+    let mut ratios = Vec::new();
+    for seed in 1..=50 {
+        let c = drill(
+            "reference-outage",
+            DrillOptions {
+                serial: false,
+                seed: Some(seed),
+            },
+        );
+        let s = drill(
+            "reference-outage",
+            DrillOptions {
+                serial: true,
+                seed: Some(seed),
+            },
+        );
+        ratios.push(c.run_seconds.unwrap() / s.run_seconds.unwrap());
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let worst = ratios.iter().cloned().fold(0.0, f64::max);
+    assert!(mean <= 0.7, "mean {mean:.3}");
+    // The concurrent plan never beats its longest step: when scaling takes its full 5 minutes and
+    // promotion its shortest 2, the ratio passes 0.7. It is never worse than the serial plan.
+    assert!(worst < 0.8, "worst {worst:.3}");
+}
+
+#[test]
+fn a_route53_outage_degrades_the_repoint_instead_of_failing_the_run() {
+    let report = drill("route53-control-plane-down", DrillOptions::default());
+    assert_eq!(report.outcome, "degraded");
+    assert_eq!(step(&report, "repoint-dns").status, "degraded");
+    assert_eq!(step(&report, "verify").status, "succeeded");
+    assert_eq!(calls(&report, "ChangeResourceRecordSets"), 0);
+    // The data plane still answers only from the healthy region.
+    assert_eq!(report.dns_regions, vec!["us-west-2"]);
+}
+
+#[test]
+fn lag_over_the_budget_holds_promotion_until_approved() {
+    let report = drill("lag-over-budget", DrillOptions::default());
+    let promote = step(&report, "promote-db");
+    assert_eq!(
+        promote.started_at,
+        Some(600.0),
+        "promote-db starts at the approval"
+    );
+    let scale = step(&report, "scale-target");
+    assert_eq!(
+        scale.started_at,
+        Some(420.0),
+        "scaling does not wait for the approval"
+    );
+    assert_eq!(report.rpo_seconds, Some(420.0));
+    assert_eq!(report.rpo_met, Some(false));
+    assert!(
+        report
+            .timeline
+            .iter()
+            .any(|e| e.text.contains("promote-db approved"))
+    );
+}
+
+#[test]
+fn throttled_and_failing_apis_are_retried_without_repeating_mutations() {
+    let report = drill("throttled-apis", DrillOptions::default());
+    assert_eq!(report.outcome, "succeeded");
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "ChangeResourceRecordSets",
+    ] {
+        assert_eq!(calls(&report, op), 1, "{op}");
+    }
+    assert!(
+        report
+            .timeline
+            .iter()
+            .filter(|e| e.text.contains("throttled"))
+            .count()
+            >= 5
+    );
+}
+
+#[test]
+fn an_unhealthy_target_stops_the_run_before_any_change() {
+    let report = drill("target-unhealthy", DrillOptions::default());
+    assert_eq!(report.outcome, "aborted");
+    assert!(report.mutations.is_empty(), "{:?}", report.mutations);
+    assert!(
+        step(&report, "preflight")
+            .summary
+            .contains("no change was made")
+    );
+    assert_eq!(step(&report, "promote-db").status, "pending");
+}
+
+#[test]
+fn failback_moves_the_writer_home_without_data_loss() {
+    let report = drill("failback", DrillOptions::default());
+    assert_eq!(report.writer_region.as_deref(), Some("us-east-1"));
+    assert_eq!(calls(&report, "FailoverGlobalCluster"), 1);
+    assert_eq!(calls(&report, "SwitchoverGlobalCluster"), 1);
+    assert_eq!(report.run_id.as_deref(), Some("drill-2"));
+    // RTO and RPO are the outage's, not the failback's.
+    assert_eq!(report.rto_seconds, Some(660.0));
+    assert_eq!(report.rpo_seconds, Some(2.0));
+}
+
+#[test]
+fn the_same_drill_gives_the_same_report() {
+    let a = drill("throttled-apis", DrillOptions::default());
+    let b = drill("throttled-apis", DrillOptions::default());
+    assert_eq!(a, b);
+}
