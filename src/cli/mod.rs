@@ -976,8 +976,6 @@ async fn approve(
     step: Option<String>,
     json: bool,
 ) -> CliResult {
-    let store = open_store(config)?;
-    let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
     let step = match step {
         Some(name) => Some(StepName::parse(&name).ok_or_else(|| {
             CliError::bad_input(format!(
@@ -988,6 +986,8 @@ async fn approve(
         None => None,
     };
     let why = reason(&args, "approval")?;
+    let store = open_store(config)?;
+    let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
     let stored = store
         .load_run(&run)?
         .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
@@ -1026,9 +1026,9 @@ async fn approve(
 }
 
 fn abort(config: &Config, args: ControlArgs, json: bool) -> CliResult {
+    let why = reason(&args, "abort")?;
     let store = open_store(config)?;
     let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
-    let why = reason(&args, "abort")?;
     confirm(
         &format!(
             "Abort run {run}? Nothing is rolled back: AWS operations already requested go on."
@@ -1058,9 +1058,9 @@ fn abort(config: &Config, args: ControlArgs, json: bool) -> CliResult {
 }
 
 fn pause(config: &Config, args: ControlArgs, json: bool) -> CliResult {
+    let why = reason(&args, "pause")?;
     let store = open_store(config)?;
     let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
-    let why = reason(&args, "pause")?;
     control::pause(
         store.as_ref(),
         &run,
@@ -1077,8 +1077,6 @@ fn pause(config: &Config, args: ControlArgs, json: bool) -> CliResult {
 }
 
 fn skip(config: &Config, step: String, args: ControlArgs, json: bool) -> CliResult {
-    let store = open_store(config)?;
-    let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
     let step = StepName::parse(&step).ok_or_else(|| {
         CliError::bad_input(format!(
             "`{step}` is not a step; steps are: {}",
@@ -1086,6 +1084,8 @@ fn skip(config: &Config, step: String, args: ControlArgs, json: bool) -> CliResu
         ))
     })?;
     let why = reason(&args, "skip")?;
+    let store = open_store(config)?;
+    let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
     confirm(
         &format!("Skip {step} of run {run}? The run goes on as if it had succeeded."),
         step.as_str(),

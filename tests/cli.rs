@@ -1,0 +1,595 @@
+//! The `dr` binary as a process: exit codes, bad input that changes nothing, a damaged store,
+//! the executor lock, operator flows, SIGTERM, and SIGKILL in the middle of a failover followed
+//! by `dr resume`, all against the simulator's state file.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DR: &str = env!("CARGO_BIN_EXE_dr");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A folder with the example config at `time_scale` simulated seconds per second.
+    fn new(time_scale: u32) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+                .unwrap()
+                .replace("time_scale = 60", &format!("time_scale = {time_scale}"));
+        std::fs::write(dir.path().join("dr.toml"), text).unwrap();
+        Env { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(DR);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DR_CONFIG", self.path("dr.toml"))
+            .env("USER", "tester")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn world(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.path("sim-world.json")).unwrap()).unwrap()
+    }
+
+    fn calls(&self, operation: &str) -> usize {
+        let world = self.world();
+        world["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["operation"] == operation)
+            .count()
+    }
+
+    /// Waits (bounded) until `operation` has reached the simulated world.
+    fn wait_for_call(&self, operation: &str, child: &mut Child) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.path("sim-world.json").exists() && self.calls(operation) > 0 {
+                return;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "dr exited before calling {operation}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{operation} was not called within 60 s");
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn expect(out: &Output, want: i32, fragment: &str) {
+    let text = format!("{}{}", stdout(out), stderr(out));
+    assert_eq!(code(out), want, "{text}");
+    assert!(text.contains(fragment), "`{fragment}` not in:\n{text}");
+}
+
+#[test]
+fn validate_accepts_the_example_and_names_key_and_line_of_problems() {
+    let env = Env::new(60);
+    expect(&env.run(&["validate"]), 0, "valid");
+    let example = std::fs::read_to_string(env.path("dr.toml")).unwrap();
+    let cases = [
+        (
+            "priority = 2",
+            "priority = \"second\"",
+            "priority",
+            "invalid type",
+        ),
+        (
+            "[detection]\n",
+            "[detection]\nfailure_windw = \"5m\"\n",
+            "failure_windw",
+            "unknown field",
+        ),
+        (
+            "failure_window = \"5m\"",
+            "failure_window = \"five\"",
+            "failure_window",
+            "not a duration",
+        ),
+        (
+            "name = \"us-west-2\"",
+            "name = \"us-east-1\"",
+            "region[1].name",
+            "listed twice",
+        ),
+        (
+            "priority = 2",
+            "priority = 1",
+            "region[1].priority",
+            "used by another region",
+        ),
+        ("ttl = 60", "ttl = -1", "ttl", "invalid value"),
+    ];
+    for (from, to, key, message) in cases {
+        let broken = example.replacen(from, to, 1);
+        assert_ne!(broken, example, "{from}");
+        let file = env.path("broken.toml");
+        std::fs::write(&file, &broken).unwrap();
+        let out = env.run(&["validate", file.to_str().unwrap()]);
+        let line = broken
+            .lines()
+            .position(|l| l.contains(to.lines().last().unwrap()))
+            .unwrap()
+            + 1;
+        let located = if key.starts_with("region[1]") {
+            // The duplicate is the second occurrence.
+            broken
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(to))
+                .map(|(i, _)| i + 1)
+                .last()
+                .unwrap()
+        } else {
+            line
+        };
+        expect(&out, 2, &format!("broken.toml:{located}: {key}: "));
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    }
+    // Missing regions.
+    let cut = example.find("[[region]]").unwrap();
+    std::fs::write(env.path("none.toml"), &example[..cut]).unwrap();
+    expect(
+        &env.run(&["validate", "none.toml"]),
+        2,
+        "a failover needs at least two regions",
+    );
+    // A file that is not there.
+    expect(
+        &env.run(&["validate", "absent.toml"]),
+        2,
+        "cannot read config",
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2_and_change_nothing() {
+    let env = Env::new(600);
+    expect(&env.run(&["failover"]), 2, "--to");
+    expect(
+        &env.run(&["fail-over", "--to", "us-west-2"]),
+        2,
+        "unrecognized subcommand",
+    );
+    expect(
+        &env.run(&["failover", "--to", "mars-west-9", "--yes"]),
+        2,
+        "region `mars-west-9` is not in",
+    );
+    expect(
+        &env.run(&["plan", "--to", "us-west-2", "--from", "us-west-2"]),
+        2,
+        "choose another --to",
+    );
+    expect(
+        &env.run(&["drill", "--scenario", "absent.toml"]),
+        2,
+        "cannot read scenario",
+    );
+    expect(
+        &env.run(&["--config", "absent.toml", "status"]),
+        2,
+        "cannot read config",
+    );
+    assert!(
+        !env.path("dr-store.redb").exists(),
+        "a refused command created the store"
+    );
+    // The writer's own region is refused before anything changes.
+    expect(
+        &env.run(&["failover", "--to", "us-east-1", "--yes"]),
+        2,
+        "the region the writer would leave",
+    );
+    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), 0);
+    assert!(env.world()["calls"].as_array().unwrap().is_empty());
+    // A mutation with no terminal to confirm on is refused.
+    expect(
+        &env.run(&["failover", "--to", "us-west-2"]),
+        2,
+        "pass --yes",
+    );
+    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), 0);
+    assert!(env.world()["calls"].as_array().unwrap().is_empty());
+    // Operator commands with nothing to act on.
+    expect(
+        &env.run(&["approve", "--reason", "x", "--yes"]),
+        3,
+        "no run is in progress",
+    );
+    expect(
+        &env.run(&["skip", "promote", "--reason", "x", "--yes"]),
+        2,
+        "not a step",
+    );
+    expect(&env.run(&["runs", "r-nope"]), 2, "there is no run r-nope");
+}
+
+#[test]
+fn a_damaged_store_is_refused_with_exit_6_and_left_untouched() {
+    let env = Env::new(600);
+    let garbage = b"this is not a store, and dr must not write over it\n".repeat(50);
+    std::fs::write(env.path("dr-store.redb"), &garbage).unwrap();
+    for args in [
+        vec!["status"],
+        vec!["runs"],
+        vec!["failover", "--to", "us-west-2", "--yes"],
+    ] {
+        let out = env.run(&args);
+        expect(&out, 6, "damaged or is not a dr store");
+        assert!(stderr(&out).contains("left untouched"));
+    }
+    assert_eq!(std::fs::read(env.path("dr-store.redb")).unwrap(), garbage);
+}
+
+#[test]
+fn a_failover_from_the_cli_ends_with_the_writer_and_traffic_in_the_target() {
+    let env = Env::new(600);
+    let plan = env.run(&["plan", "--to", "us-west-2"]);
+    expect(&plan, 0, "concurrently with scale-target");
+    let out = env.run(&[
+        "failover",
+        "--to",
+        "us-west-2",
+        "--yes",
+        "--reason",
+        "game day",
+    ]);
+    expect(&out, 0, "run finished: succeeded");
+    let status = env.json(&["status"]);
+    assert_eq!(status["writer_region"], "us-west-2");
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["outcome"], "succeeded");
+    let detail = env.run(&["runs", runs[0]["id"].as_str().unwrap()]);
+    expect(&detail, 0, "tester");
+    assert!(stdout(&detail).contains("game day"));
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "UpdateAutoScalingGroup",
+        "ChangeResourceRecordSets",
+    ] {
+        assert_eq!(env.calls(op), 1, "{op}");
+    }
+    // Failing over again to the same place is refused.
+    expect(
+        &env.run(&["failover", "--to", "us-west-2", "--yes"]),
+        2,
+        "the region the writer would leave",
+    );
+    // Failback: a switchover home, loss-free.
+    expect(
+        &env.run(&["switchover", "--to", "us-east-1", "--yes"]),
+        0,
+        "run finished: succeeded",
+    );
+    assert_eq!(env.json(&["status"])["writer_region"], "us-east-1");
+}
+
+#[test]
+fn a_dry_run_prints_the_mutations_a_real_run_makes_and_makes_none() {
+    let dry = Env::new(600);
+    let out = dry.run(&["failover", "--to", "us-west-2", "--dry-run"]);
+    expect(&out, 0, "DRY RUN");
+    assert!(
+        dry.world()["calls"].as_array().unwrap().is_empty(),
+        "a dry run mutated the world"
+    );
+    let printed: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("DRY RUN"))
+        .map(|l| {
+            l.split("would call ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let real = Env::new(600);
+    expect(
+        &real.run(&["failover", "--to", "us-west-2", "--yes"]),
+        0,
+        "succeeded",
+    );
+    let mut made: Vec<String> = real.world()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let op = c["operation"].as_str().unwrap();
+            let service = match op {
+                "FailoverGlobalCluster" => "rds",
+                "UpdateNodegroupConfig" => "eks",
+                "UpdateAutoScalingGroup" => "autoscaling",
+                _ => "route53",
+            };
+            format!("{service}:{op}")
+        })
+        .collect();
+    let mut printed_sorted = printed.clone();
+    printed_sorted.sort();
+    made.sort();
+    assert_eq!(printed_sorted, made);
+}
+
+#[test]
+fn lag_over_budget_waits_for_approval_with_exit_4_then_approve_finishes() {
+    let env = Env::new(600);
+    expect(&env.run(&["sim", "lag", "us-west-2", "7m"]), 0, "lag 7m");
+    let out = env.run(&["failover", "--to", "us-west-2", "--yes"]);
+    expect(&out, 4, "waits for approval of promote-db");
+    assert!(stderr(&out).contains("dr approve"));
+    assert_eq!(env.calls("FailoverGlobalCluster"), 0);
+    // Another failover is refused while this one is unfinished.
+    expect(
+        &env.run(&["failover", "--to", "us-west-2", "--yes"]),
+        3,
+        "is not finished",
+    );
+    expect(&env.run(&["approve", "--yes"]), 2, "needs --reason");
+    expect(
+        &env.run(&["approve", "--reason", "accept 7m of loss", "--yes"]),
+        0,
+        "run finished: succeeded",
+    );
+    assert_eq!(env.calls("FailoverGlobalCluster"), 1);
+}
+
+#[test]
+fn a_failed_preflight_stops_with_exit_4_and_can_be_skipped_or_aborted() {
+    let env = Env::new(600);
+    expect(
+        &env.run(&["sim", "outage", "us-west-2", "--kind", "app"]),
+        0,
+        "outage",
+    );
+    let out = env.run(&["failover", "--to", "us-west-2", "--yes"]);
+    expect(&out, 4, "preflight failed");
+    assert!(env.world()["calls"].as_array().unwrap().is_empty());
+    // Skipping preflight goes on; the unhealthy target then fails verification: exit 5.
+    expect(
+        &env.run(&["skip", "preflight", "--reason", "checked by hand", "--yes"]),
+        0,
+        "skipped",
+    );
+    expect(&env.run(&["resume"]), 5, "failed-verification");
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["outcome"], "failed-verification");
+    let audit = env.json(&["runs", runs[0]["id"].as_str().unwrap()]);
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "step preflight skipped"
+                && e["actor"] == "tester"
+                && e["reason"] == "checked by hand")
+    );
+
+    // A second stopped run is aborted instead; nothing is rolled back and the slot frees.
+    let out = env.run(&["switchover", "--to", "us-east-1", "--yes"]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    expect(
+        &env.run(&["abort", "--reason", "stand down", "--yes"]),
+        0,
+        "aborted",
+    );
+    expect(&env.run(&["resume"]), 3, "no run is in progress");
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_failover_then_resume_applies_each_mutation_once() {
+    for kill_after in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "ChangeResourceRecordSets",
+    ] {
+        let env = Env::new(60);
+        let mut child = env.spawn(&["failover", "--to", "us-west-2", "--yes"]);
+        env.wait_for_call(kill_after, &mut child);
+        kill(&mut child);
+        let status = env.json(&["status"]);
+        assert!(
+            status["active_run"].is_object(),
+            "the killed run is still active"
+        );
+        assert!(
+            status["executor"].is_null(),
+            "the dead process still holds the executor lock"
+        );
+        expect(
+            &env.run(&["failover", "--to", "us-west-2", "--yes"]),
+            3,
+            "is not finished",
+        );
+        let out = env.run(&["resume"]);
+        expect(&out, 0, "run finished: succeeded");
+        for op in [
+            "FailoverGlobalCluster",
+            "UpdateNodegroupConfig",
+            "UpdateAutoScalingGroup",
+            "ChangeResourceRecordSets",
+        ] {
+            assert_eq!(env.calls(op), 1, "{op} after a kill after {kill_after}");
+        }
+        let world = env.world();
+        let writer = world["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["is_writer"] == true)
+            .unwrap();
+        assert_eq!(writer["region"], "us-west-2");
+        let records: Vec<&str> = world["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["set_identifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(records, vec!["us-west-2"]);
+    }
+}
+
+#[test]
+fn sigterm_checkpoints_pauses_and_exits_130_and_a_second_executor_is_refused() {
+    let env = Env::new(60);
+    let mut child = env.spawn(&["failover", "--to", "us-west-2", "--yes"]);
+    env.wait_for_call("FailoverGlobalCluster", &mut child);
+    // The store is shared: status works while the run is carried out, and names the holder.
+    let status = env.json(&["status"]);
+    assert!(
+        status["executor"].as_str().unwrap().contains("failover"),
+        "{status}"
+    );
+    expect(
+        &env.run(&["resume"]),
+        3,
+        "another dr process is carrying out runs",
+    );
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["status"], "paused");
+    let steps = runs[0]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s["status"]["status"] == "interrupted"),
+        "{steps:?}"
+    );
+    expect(&env.run(&["resume"]), 0, "run finished: succeeded");
+    assert_eq!(env.calls("FailoverGlobalCluster"), 1);
+}
+
+#[test]
+fn drill_runs_the_reference_outage_and_reports_rto_against_the_target() {
+    let env = Env::new(60);
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/drills/reference-outage.toml");
+    let out = env.run(&["drill", "--scenario", scenario.to_str().unwrap()]);
+    expect(&out, 0, "Drill PASSED");
+    assert!(stdout(&out).contains("target 15m00s"));
+    let out = env.run(&["drill", "--scenario", scenario.to_str().unwrap(), "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "succeeded");
+    assert!(report["rto_seconds"].as_f64().unwrap() < 900.0);
+    // A drill whose expectations fail exits 7.
+    let strict = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("max_rto = \"15m\"", "max_rto = \"1m\"");
+    std::fs::write(env.path("strict.toml"), strict).unwrap();
+    expect(
+        &env.run(&["drill", "--scenario", "strict.toml"]),
+        7,
+        "Drill FAILED",
+    );
+    // The drill touches neither the store nor the simulator's state file.
+    assert!(!env.path("dr-store.redb").exists());
+    assert!(!env.path("sim-world.json").exists());
+}
+
+#[test]
+fn pause_and_abort_from_another_process_reach_the_running_executor() {
+    let env = Env::new(60);
+    let mut child = env.spawn(&["failover", "--to", "us-west-2", "--yes"]);
+    env.wait_for_call("UpdateNodegroupConfig", &mut child);
+    expect(&env.run(&["pause", "--reason", "hold on"]), 0, "paused");
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(4), "{text}");
+    assert!(text.contains("is paused"), "{text}");
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["status"], "paused");
+
+    let mut child = env.spawn(&["resume"]);
+    env.wait_for_call("ChangeResourceRecordSets", &mut child);
+    expect(
+        &env.run(&["abort", "--reason", "wrong target", "--yes"]),
+        0,
+        "abort requested",
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["outcome"], "aborted");
+    // Nothing was repeated across the pause and the resume.
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "ChangeResourceRecordSets",
+    ] {
+        assert_eq!(env.calls(op), 1, "{op}");
+    }
+}
