@@ -161,6 +161,7 @@ impl StepCtx {
             match call().await {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_transient() => {
+                    tracing::info!(run = %self.run, step = %self.step, error = %err, "transient error; retrying");
                     self.set_waiting(&format!("a retry after: {err}"));
                     self.progress
                         .retrying(self.step, self.clock.now(), &err, backoff);
@@ -297,6 +298,8 @@ impl Engine {
         let record = self
             .store
             .append(run, self.clock.now(), &Actor::engine(), event)?;
+        let entry = crate::store::AuditEntry::of_event(run, &record);
+        tracing::info!(run = %run, seq = record.seq, action = %entry.action, reason = %entry.reason, "checkpoint");
         self.progress.event(run, &record);
         Ok(record)
     }
