@@ -55,6 +55,7 @@ fn main() {
                 &DrillOptions {
                     serial: false,
                     seed: Some(seed),
+                    ..Default::default()
                 },
             ))
             .unwrap();
@@ -65,6 +66,7 @@ fn main() {
                 &DrillOptions {
                     serial: true,
                     seed: Some(seed),
+                    ..Default::default()
                 },
             ))
             .unwrap();

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod drill;
 pub mod engine;
 pub mod provider;

@@ -1,11 +1,6 @@
-//! The `dr` binary: parses arguments, sets up logging, and hands over to `dr::cli`.
+//! The `dr` binary: hands the arguments to `dr::cli`, which parses them, sets up logging and
+//! runs the command.
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     std::process::ExitCode::from(dr::cli::main_with(std::env::args_os().collect()))
 }

@@ -107,6 +107,7 @@ fn concurrent_steps_cut_the_run_to_at_most_0_7_of_the_serial_runbook() {
         DrillOptions {
             serial: true,
             seed: None,
+            ..Default::default()
         },
     );
     assert!(serial.passed, "{}", serial.render());
@@ -134,6 +135,7 @@ fn over_many_seeds_the_concurrent_plan_averages_well_under_0_7() {
             DrillOptions {
                 serial: false,
                 seed: Some(seed),
+                ..Default::default()
             },
         );
         let s = drill(
@@ -141,6 +143,7 @@ fn over_many_seeds_the_concurrent_plan_averages_well_under_0_7() {
             DrillOptions {
                 serial: true,
                 seed: Some(seed),
+                ..Default::default()
             },
         );
         ratios.push(c.run_seconds.unwrap() / s.run_seconds.unwrap());

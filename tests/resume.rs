@@ -5,6 +5,7 @@
 
 mod common;
 
+use dr::core::decision::Automation;
 use dr::core::ids::{Actor, RunId};
 use dr::core::plan::RunKind;
 use dr::core::run::{EventRecord, RunEvent, RunHeader, RunOutcome};
@@ -115,6 +116,30 @@ impl Store for CrashingStore {
     fn audit(&self, run: Option<&RunId>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.alive()?;
         self.inner.audit(run, limit)
+    }
+
+    fn automation(&self) -> Result<Automation, StoreError> {
+        self.alive()?;
+        self.inner.automation()
+    }
+
+    fn set_automation(
+        &self,
+        automation: &Automation,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.alive()?;
+        self.inner.set_automation(automation, audit)
+    }
+
+    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
+        self.alive()?;
+        self.inner.daemon_status()
+    }
+
+    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+        self.alive()?;
+        self.inner.put_daemon_status(json)
     }
 }
 

@@ -102,8 +102,15 @@ pub enum Command {
         #[arg(long)]
         step: Option<String>,
     },
-    /// Pause a run: no new step starts; steps in flight stop at their next wait.
+    /// Pause automation, and the active run if any: no automatic failover or pre-warm, no new
+    /// step; steps in flight stop at their next wait.
     Pause(ControlArgs),
+    /// Turn automation back on (a paused run continues with `dr resume`).
+    Unpause(ControlArgs),
+    /// Clear the cooldown after a failover, so automatic failover may start again.
+    Ack(ControlArgs),
+    /// Watch every region and fail over automatically when the writer's region fails.
+    Daemon(DaemonArgs),
     /// Skip a failed, interrupted or gated step (audited; a reason is required).
     Skip {
         /// The step.
@@ -176,6 +183,18 @@ pub struct ControlArgs {
     pub actor: String,
 }
 
+/// Arguments of `dr daemon`.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Log format: `text` or `json` (structured, one object per line).
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// Pre-warm the target while the writer's region is suspect: `on` or `off` (default: the
+    /// config's detection.pre_warm).
+    #[arg(long)]
+    pub pre_warm: Option<String>,
+}
+
 /// Arguments of `dr drill`.
 #[derive(Debug, clap::Args)]
 pub struct DrillArgs {
@@ -188,6 +207,10 @@ pub struct DrillArgs {
     /// Seed of the simulated durations (default: the scenario's, else the config's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Pre-warm the target while the writer is suspect: `on` or `off` (default: the
+    /// scenario's, else the config's detection.pre_warm). Daemon scenarios only.
+    #[arg(long)]
+    pub pre_warm: Option<String>,
 }
 
 /// `dr sim` subcommands.
@@ -316,7 +339,12 @@ type CliResult = Result<u8, CliError>;
 /// Runs `dr` with these arguments; returns the exit code. Printing happens here.
 pub fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+        Ok(cli) => {
+            if !matches!(cli.command, Command::Daemon(_)) {
+                let _ = init_logging("text", "warn");
+            }
+            cli
+        }
         Err(err) => {
             let _ = err.print();
             return match err.kind() {
@@ -365,6 +393,9 @@ async fn dispatch(config: Config, command: Command, json: bool) -> CliResult {
         Command::Abort(args) => abort(&config, args, json),
         Command::Approve { control, step } => approve(&config, control, step, json).await,
         Command::Pause(args) => pause(&config, args, json),
+        Command::Unpause(args) => unpause(&config, args),
+        Command::Ack(args) => ack(&config, args),
+        Command::Daemon(args) => daemon(config, args).await,
         Command::Skip { step, control } => skip(&config, step, control, json),
         Command::Sim(command) => sim(&config, command, json),
         Command::Validate { .. } | Command::Drill(_) => {
@@ -866,7 +897,13 @@ async fn status(config: &Config, json: bool) -> CliResult {
     };
     let last = store.list_runs(1)?.into_iter().next();
     let executor = ExecutorLock::holder(&config.store_path);
+    let daemon = store
+        .daemon_status()?
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let automation = store.automation()?;
     let status = render::Status {
+        daemon,
+        automation,
         now: clock.now(),
         backend: format!("{:?}", config.backend).to_lowercase(),
         writer_region: writer.map(|w| w.to_string()),
@@ -944,7 +981,26 @@ fn now_for(config: &Config) -> Timestamp {
 async fn resume(config: &Config, args: ControlArgs, json: bool) -> CliResult {
     let store = open_store(config)?;
     let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
-    let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
+    let lock = match ExecutorLock::acquire(&config.store_path, &holder()) {
+        Ok(lock) => lock,
+        Err(LockError::Held { holder }) if holder.contains(" daemon") => {
+            // The daemon carries runs out: record the resume, it continues the run.
+            let why = args
+                .reason
+                .clone()
+                .unwrap_or_else(|| "resumed by operator".into());
+            control::resume(
+                store.as_ref(),
+                &run,
+                &Actor::new(&args.actor),
+                &why,
+                now_for(config),
+            )?;
+            println!("run {run}: resumed; the daemon {holder} continues it");
+            return Ok(exit::OK);
+        }
+        Err(err) => return Err(err.into()),
+    };
     let (providers, clock, _) = backend(config)?;
     let stored = store
         .load_run(&run)?
@@ -1060,20 +1116,121 @@ fn abort(config: &Config, args: ControlArgs, json: bool) -> CliResult {
 fn pause(config: &Config, args: ControlArgs, json: bool) -> CliResult {
     let why = reason(&args, "pause")?;
     let store = open_store(config)?;
-    let run = control::resolve_run(store.as_ref(), args.run.as_ref().map(RunId::new).as_ref())?;
-    control::pause(
+    let actor = Actor::new(&args.actor);
+    if let Some(named) = &args.run {
+        // A named run: pause just that run.
+        let run = control::resolve_run(store.as_ref(), Some(&RunId::new(named)))?;
+        control::pause(store.as_ref(), &run, &actor, &why, now_for(config))?;
+        return report_control(
+            store.as_ref(),
+            &run,
+            json,
+            "paused; `dr resume` continues it",
+        );
+    }
+    let paused = crate::daemon::pause_automation(store.as_ref(), &actor, &why, now_for(config))?;
+    println!("automation paused: no automatic failover or pre-warm until `dr unpause`");
+    match paused {
+        Some(run) => report_control(
+            store.as_ref(),
+            &run,
+            json,
+            "paused; `dr resume` continues it",
+        ),
+        None => Ok(exit::OK),
+    }
+}
+
+fn unpause(config: &Config, args: ControlArgs) -> CliResult {
+    let why = reason(&args, "unpause")?;
+    let store = open_store(config)?;
+    crate::daemon::unpause_automation(
         store.as_ref(),
-        &run,
         &Actor::new(&args.actor),
         &why,
         now_for(config),
     )?;
-    report_control(
+    println!("automation on: the daemon fails over automatically again");
+    if let Some(run) = store.active_run()? {
+        println!("run {run} is unfinished; `dr resume` continues it if it is paused");
+    }
+    Ok(exit::OK)
+}
+
+fn ack(config: &Config, args: ControlArgs) -> CliResult {
+    let why = reason(&args, "ack")?;
+    let store = open_store(config)?;
+    crate::daemon::ack_cooldown(
         store.as_ref(),
-        &run,
-        json,
-        "paused; `dr resume` continues it",
-    )
+        &Actor::new(&args.actor),
+        &why,
+        now_for(config),
+    )?;
+    println!("cooldown cleared: automatic failover may start again");
+    Ok(exit::OK)
+}
+
+/// Sets up logging to stderr: `text` or `json`, filtered by DR_LOG (default `default`).
+fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        "text" => builder.try_init(),
+        "json" => builder.json().try_init(),
+        other => {
+            return Err(CliError::bad_input(format!(
+                "--log-format is `text` or `json`, not `{other}`"
+            )));
+        }
+    };
+    // A second install (tests calling main_with twice) keeps the first.
+    let _ = installed;
+    Ok(())
+}
+
+async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
+    init_logging(&args.log_format, "info")?;
+    let pre_warm = match args.pre_warm.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => {
+            return Err(CliError::bad_input(format!(
+                "--pre-warm is `on` or `off`, not `{other}`"
+            )));
+        }
+    };
+    let store = open_store(&config)?;
+    let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
+    let (providers, clock, _) = backend(&config)?;
+    let engine = Engine {
+        store,
+        providers,
+        clock,
+        progress: Arc::new(crate::engine::Silent),
+        settings: EngineSettings {
+            probe_timeout: config.plan.verify.probe_timeout,
+            ..EngineSettings::default()
+        },
+    };
+    let settings = crate::daemon::DaemonSettings::from_config(&config, pre_warm);
+    let daemon = crate::daemon::Daemon::new(config, engine, settings);
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping at the next checkpoint");
+        signals.cancel();
+    });
+    daemon
+        .run(shutdown)
+        .await
+        .map_err(|e| CliError::new(exit::STORE_DAMAGED, e.to_string()))?;
+    drop(lock);
+    Ok(exit::OK)
 }
 
 fn skip(config: &Config, step: String, args: ControlArgs, json: bool) -> CliResult {
@@ -1125,9 +1282,20 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
         scenario::load(&args.scenario).map_err(|e| CliError::bad_input(e.to_string()))?;
     let runtime = drill::runtime()
         .map_err(|e| CliError::new(exit::INTERNAL, format!("cannot start the runtime: {e}")))?;
+    let pre_warm = match args.pre_warm.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => {
+            return Err(CliError::bad_input(format!(
+                "--pre-warm is `on` or `off`, not `{other}`"
+            )));
+        }
+    };
     let options = DrillOptions {
         serial: args.serial,
         seed: args.seed,
+        pre_warm,
     };
     let report = runtime
         .block_on(drill::run(&config, &scenario, &options))

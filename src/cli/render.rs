@@ -33,6 +33,10 @@ pub struct Status {
     pub active_run: Option<serde_json::Value>,
     pub last_run: Option<String>,
     pub executor: Option<String>,
+    /// The daemon's last published status, if a daemon ever ran on this store.
+    pub daemon: Option<serde_json::Value>,
+    /// Automation switches.
+    pub automation: crate::core::decision::Automation,
 }
 
 pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
@@ -97,6 +101,45 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
     }
     if let Some(executor) = &status.executor {
         let _ = writeln!(out, "Executor: {executor}");
+    }
+    if status.automation.paused {
+        let _ = writeln!(
+            out,
+            "Automation: PAUSED by {} ({}); `dr unpause` turns it back on",
+            status
+                .automation
+                .changed_by
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            status.automation.reason.clone().unwrap_or_default()
+        );
+    }
+    match &status.daemon {
+        Some(daemon) => {
+            let at = daemon.get("at").and_then(|v| v.as_i64()).map(Timestamp);
+            let age = at
+                .map(|at| fmt_duration(status.now.since(at)))
+                .unwrap_or_default();
+            let reason = daemon.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+            let _ = writeln!(out, "Daemon decision ({age} ago): {reason}");
+            if let Some(regions) = daemon.get("regions").and_then(|v| v.as_array()) {
+                let states: Vec<String> = regions
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {}",
+                            r.get("region").and_then(|v| v.as_str()).unwrap_or("?"),
+                            r.get("state").and_then(|v| v.as_str()).unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(out, "Daemon's view: {}", states.join(", "));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "Daemon: none has run on this store");
+        }
     }
     out
 }

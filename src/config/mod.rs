@@ -63,6 +63,8 @@ pub struct Detection {
     pub lag_alert: Duration,
     /// Quiet time after a failover before another may start automatically.
     pub cooldown: Duration,
+    /// Scale the target up while the writer's region is suspect.
+    pub pre_warm: bool,
 }
 
 /// Settings of the built-in simulator.
@@ -120,6 +122,7 @@ struct RawDetection {
     poll_interval: Option<Spanned<DurationText>>,
     lag_alert: Option<Spanned<DurationText>>,
     cooldown: Option<Spanned<DurationText>>,
+    pre_warm: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +356,7 @@ impl Checker<'_> {
                 "detection.cooldown",
                 Duration::from_secs(3600),
             )?,
+            pre_warm: d.pre_warm.unwrap_or(true),
         };
         if detection.poll_interval >= detection.failure_window {
             let span = d

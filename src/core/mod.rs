@@ -3,6 +3,8 @@
 //! Invariant: nothing under `core` does I/O, reads a clock, spawns a task or imports tokio, an
 //! AWS SDK, the store or axum. `tests/architecture.rs` keeps this true.
 
+pub mod decision;
+pub mod detect;
 pub mod health;
 pub mod ids;
 pub mod plan;

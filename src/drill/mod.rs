@@ -11,10 +11,12 @@ pub mod scenario;
 
 use crate::clock::{Clock, VirtualClock};
 use crate::config::Config;
+use crate::core::decision::Decision;
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
 use crate::core::plan::{Operation, PlanRequest, RunKind};
 use crate::core::run::{EventRecord, RunEvent, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
+use crate::daemon::{Daemon, DaemonSettings};
 use crate::engine::{Engine, EngineSettings, ExecOutcome, NewRun, Progress, control};
 use crate::provider::sim::world::Fault;
 use crate::provider::sim::{SimProvider, World};
@@ -27,8 +29,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The drill's time zero.
-pub const DRILL_START: Timestamp = Timestamp(0);
+/// The drill's time zero: 2026-01-01T00:00:00Z, so times in the drill's texts read as dates.
+pub const DRILL_START: Timestamp = Timestamp(1_767_225_600_000);
 
 /// How to run a drill.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +39,8 @@ pub struct DrillOptions {
     pub serial: bool,
     /// Override the scenario's and the config's seed.
     pub seed: Option<u64>,
+    /// Override the scenario's and the config's pre-warm setting.
+    pub pre_warm: Option<bool>,
 }
 
 /// A current-thread tokio runtime whose clock starts paused: virtual time for drills.
@@ -60,6 +64,7 @@ pub struct TimelineEntry {
 struct Recorder {
     entries: Mutex<Vec<TimelineEntry>>,
     last_wait: Mutex<std::collections::BTreeMap<StepName, (String, Timestamp)>>,
+    decisions: Mutex<Vec<(Timestamp, Decision)>>,
 }
 
 impl Recorder {
@@ -127,6 +132,14 @@ impl Progress for Recorder {
             format!("{step}: {error}; retrying in {}", fmt_duration(after)),
         );
     }
+
+    fn decided(&self, at: Timestamp, decision: &Decision) {
+        self.decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((at, decision.clone()));
+        self.push(at, format!("daemon: {decision}"));
+    }
 }
 
 /// A drill that could not run.
@@ -155,6 +168,10 @@ struct Drill {
     executor: Option<JoinHandle<Result<ExecOutcome, crate::engine::EngineError>>>,
     runs: Vec<RunId>,
     outage_started_at: Option<Timestamp>,
+    daemon: Option<(
+        JoinHandle<Result<(), crate::daemon::DaemonError>>,
+        CancellationToken,
+    )>,
 }
 
 /// Runs `scenario` on `config`'s topology. Must be called inside `runtime()`.
@@ -168,9 +185,21 @@ pub async fn run(
     let world = World::new(&config.topology, seed, DRILL_START);
     let sim = Arc::new(SimProvider::in_memory(world, clock.clone()));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    for region in &scenario.requires_regions {
+        if config.topology.region(&RegionName::new(region)).is_none() {
+            return Err(DrillError::Event {
+                at: "T+0s".into(),
+                message: format!(
+                    "scenario `{}` needs region {region} in the config; add its [[region]] table (config/example.toml has it commented out)",
+                    scenario.name
+                ),
+            });
+        }
+    }
     let recorder = Arc::new(Recorder {
         entries: Mutex::new(Vec::new()),
         last_wait: Mutex::new(Default::default()),
+        decisions: Mutex::new(Vec::new()),
     });
     let engine = Engine {
         store,
@@ -192,7 +221,16 @@ pub async fn run(
         executor: None,
         runs: Vec::new(),
         outage_started_at: None,
+        daemon: None,
     };
+    if scenario.daemon {
+        let pre_warm = options.pre_warm.or(scenario.pre_warm);
+        let settings = DaemonSettings::from_config(config, pre_warm);
+        let daemon = Daemon::new(config.clone(), drill.engine.clone(), settings);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(daemon.run(token.clone()));
+        drill.daemon = Some((handle, token));
+    }
     for event in &scenario.events {
         let at = DRILL_START.plus(event.at);
         let now = clock.now();
@@ -288,6 +326,17 @@ impl Drill {
                     Ok(())
                 },
             ),
+            Action::Isolate { cut_off } => self.change(
+                if *cut_off {
+                    "dr is cut off from every API and probe".to_string()
+                } else {
+                    "dr's network is back".to_string()
+                },
+                |w| {
+                    w.isolated = *cut_off;
+                    Ok(())
+                },
+            ),
             Action::Route53ControlPlane { up } => self.change(
                 format!(
                     "Route53 control plane {}",
@@ -315,10 +364,14 @@ impl Drill {
     }
 
     fn executor_running(&self) -> bool {
-        self.executor.as_ref().is_some_and(|h| !h.is_finished())
+        self.daemon.is_some() || self.executor.as_ref().is_some_and(|h| !h.is_finished())
     }
 
     fn spawn_executor(&mut self, run: RunId) {
+        if self.daemon.is_some() {
+            // The daemon carries runs out; it sees this one at its next tick.
+            return;
+        }
         let engine = self.engine.clone();
         self.executor = Some(tokio::spawn(async move {
             engine.execute(&run, &CancellationToken::new()).await
@@ -403,16 +456,42 @@ impl Drill {
                 }
             }
             OperatorCommand::Pause => {
-                let run = self.current_run()?;
                 self.recorder.push(now, "operator: dr pause".into());
-                if let Err(err) =
-                    control::pause(store.as_ref(), &run, &actor, "paused in drill", now)
-                {
+                let paused =
+                    crate::daemon::pause_automation(store.as_ref(), &actor, "paused in drill", now);
+                if let Err(err) = paused {
+                    self.recorder.push(now, format!("refused: {err}"));
+                }
+            }
+            OperatorCommand::Unpause => {
+                self.recorder.push(now, "operator: dr unpause".into());
+                let unpaused = crate::daemon::unpause_automation(
+                    store.as_ref(),
+                    &actor,
+                    "unpaused in drill",
+                    now,
+                );
+                if let Err(err) = unpaused {
+                    self.recorder.push(now, format!("refused: {err}"));
+                }
+            }
+            OperatorCommand::Ack => {
+                self.recorder.push(now, "operator: dr ack".into());
+                let acked = crate::daemon::ack_cooldown(
+                    store.as_ref(),
+                    &actor,
+                    "acknowledged in drill",
+                    now,
+                );
+                if let Err(err) = acked {
                     self.recorder.push(now, format!("refused: {err}"));
                 }
             }
             OperatorCommand::Resume => {
-                let run = self.current_run()?;
+                let run = match store.active_run() {
+                    Ok(Some(run)) => run,
+                    _ => self.current_run()?,
+                };
                 self.recorder.push(now, "operator: dr resume".into());
                 if let Some(handle) = self.executor.take() {
                     // Let a pausing executor finish its checkpoint first.
@@ -443,10 +522,28 @@ impl Drill {
     }
 
     async fn finish(mut self) -> Result<DrillReport, DrillError> {
-        let unfinished = self.executor_running();
+        let unfinished_run = self.engine.store.active_run().ok().flatten().is_some();
+        if let Some((handle, token)) = self.daemon.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+        let unfinished = unfinished_run || self.executor.as_ref().is_some_and(|h| !h.is_finished());
         if let Some(handle) = self.executor.take() {
             handle.abort();
         }
+        // Runs the daemon started belong in the report too, in creation order.
+        let headers = self
+            .engine
+            .store
+            .list_runs(1000)
+            .map_err(crate::engine::EngineError::from)?;
+        self.runs = headers.into_iter().rev().map(|h| h.id).collect();
+        let decisions = self
+            .recorder
+            .decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let world = self.world();
         let mut runs = Vec::new();
         for id in &self.runs {
@@ -471,6 +568,7 @@ impl Drill {
             unfinished,
             outage_started_at: self.outage_started_at,
             timeline: entries,
+            decisions,
         }))
     }
 }

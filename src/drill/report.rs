@@ -4,8 +4,9 @@
 
 use super::{DRILL_START, TimelineEntry};
 use crate::config::Config;
+use crate::core::decision::{Decision, Hold};
 use crate::core::ids::StepName;
-use crate::core::run::{RunStatus, StepStatus};
+use crate::core::run::{RunStatus, StepStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::drill::scenario::Scenario;
 use crate::provider::sim::World;
@@ -32,6 +33,17 @@ pub struct StepReport {
     pub ended_at: Option<f64>,
     /// Its summary or error.
     pub summary: String,
+}
+
+/// One decision of the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DecisionReport {
+    /// Seconds since the scenario started.
+    pub at: f64,
+    /// The decision.
+    pub decision: Decision,
+    /// For people.
+    pub text: String,
 }
 
 /// One checked expectation.
@@ -109,6 +121,14 @@ pub struct DrillReport {
     pub mutations: Vec<MutationReport>,
     /// What happened, in order.
     pub timeline: Vec<TimelineEntry>,
+    /// When the daemon started the first automatic failover.
+    pub tripped_at: Option<f64>,
+    /// From the trip to the verification of that run.
+    pub trip_to_verified_seconds: Option<f64>,
+    /// The daemon's decisions, each time it changed.
+    pub decisions: Vec<DecisionReport>,
+    /// Alerts the daemon raised (a failed region it cannot or need not fail over).
+    pub alerts: Vec<String>,
     /// The scenario's expectations.
     pub expectations: Vec<ExpectationResult>,
     /// All expectations met.
@@ -125,6 +145,7 @@ pub(super) struct Inputs<'a> {
     pub unfinished: bool,
     pub outage_started_at: Option<Timestamp>,
     pub timeline: Vec<TimelineEntry>,
+    pub decisions: Vec<(Timestamp, Decision)>,
 }
 
 fn secs(at: Timestamp) -> f64 {
@@ -183,6 +204,25 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
         _ => None,
     };
     let rpo_target = input.config.plan.rpo_budget.as_secs_f64();
+    let automatic = input
+        .runs
+        .iter()
+        .find(|r| matches!(r.header.trigger, Trigger::Automatic { .. }));
+    let tripped_at = automatic.map(|r| r.header.created_at);
+    let trip_to_verified = automatic
+        .and_then(|r| Some(verified(r)?.since(r.header.created_at).as_millis() as f64 / 1000.0));
+    let mut alerts: Vec<String> = Vec::new();
+    for (_, decision) in &input.decisions {
+        if let Decision::Nothing(
+            Hold::NoHealthyTarget { .. } | Hold::FailedRegionNotWriter { .. },
+        ) = decision
+        {
+            let text = decision.to_string();
+            if !alerts.contains(&text) {
+                alerts.push(text);
+            }
+        }
+    }
     let steps = state
         .as_ref()
         .map(|s| {
@@ -317,6 +357,18 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
             })
             .collect(),
         timeline: input.timeline,
+        tripped_at: tripped_at.map(secs),
+        trip_to_verified_seconds: trip_to_verified,
+        decisions: input
+            .decisions
+            .iter()
+            .map(|(at, decision)| DecisionReport {
+                at: secs(*at),
+                decision: decision.clone(),
+                text: decision.to_string(),
+            })
+            .collect(),
+        alerts,
         expectations,
         passed,
     }
@@ -396,6 +448,17 @@ impl DrillReport {
             None => {
                 let _ = writeln!(out, "RPO not measured (no promotion)");
             }
+        }
+        if let (Some(trip), Some(took)) = (self.tripped_at, self.trip_to_verified_seconds) {
+            let _ = writeln!(
+                out,
+                "Trip {} (automatic failover started); verified {} later",
+                clock(trip),
+                span(took)
+            );
+        }
+        for alert in &self.alerts {
+            let _ = writeln!(out, "{alert}");
         }
         if let (Some(run), Some(start), Some(end)) =
             (self.run_seconds, self.run_started_at, self.verified_at)

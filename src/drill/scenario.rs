@@ -79,6 +79,11 @@ pub enum Action {
         /// Up or down.
         up: bool,
     },
+    /// dr itself loses (true) or regains (false) its network: every call and probe fails.
+    Isolate {
+        /// Cut off or not.
+        cut_off: bool,
+    },
     /// An operator command, as typed after `dr`.
     Command(OperatorCommand),
 }
@@ -125,6 +130,10 @@ pub enum OperatorCommand {
     Resume,
     /// `abort`.
     Abort,
+    /// `unpause`: automation back on.
+    Unpause,
+    /// `ack`: clear the cooldown.
+    Ack,
 }
 
 /// One timed event.
@@ -177,6 +186,12 @@ pub struct Scenario {
     pub duration: Duration,
     /// Seed of the simulated durations, if the scenario fixes one.
     pub seed: Option<u64>,
+    /// Run the daemon: automatic detection and decision.
+    pub daemon: bool,
+    /// Override the config's pre-warm setting.
+    pub pre_warm: Option<bool>,
+    /// Regions the config must have for this scenario.
+    pub requires_regions: Vec<String>,
     /// Events in time order.
     pub events: Vec<Event>,
     /// Pass criteria.
@@ -192,6 +207,11 @@ struct RawScenario {
     #[serde(with = "duration_text")]
     duration: Duration,
     seed: Option<u64>,
+    #[serde(default)]
+    daemon: bool,
+    pre_warm: Option<bool>,
+    #[serde(default)]
+    requires_regions: Vec<String>,
     #[serde(default)]
     event: Vec<Spanned<RawEvent>>,
     #[serde(default)]
@@ -209,6 +229,7 @@ struct RawEvent {
     lag: Option<RawLag>,
     fault: Option<RawFault>,
     route53_control_plane: Option<String>,
+    isolate: Option<bool>,
     command: Option<String>,
 }
 
@@ -364,13 +385,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             };
             actions.push(Action::Route53ControlPlane { up });
         }
+        if let Some(cut_off) = e.isolate {
+            actions.push(Action::Isolate { cut_off });
+        }
         if let Some(command) = &e.command {
             use clap::Parser;
             let words = command.split_whitespace().map(str::to_string);
             let parsed = OperatorCommand::try_parse_from(words).map_err(|err| {
                 let first = err.to_string();
                 let first = first.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
-                invalid(offset, format!("command `{command}`: {first}; drills run failover, switchover, approve, skip, pause, resume and abort"))
+                invalid(offset, format!("command `{command}`: {first}; drills run failover, switchover, approve, skip, pause, unpause, ack, resume and abort"))
             })?;
             if let OperatorCommand::Skip { step, .. }
             | OperatorCommand::Approve { step: Some(step) } = &parsed
@@ -387,7 +411,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             return Err(invalid(
                 offset,
                 format!(
-                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane or command); this one has {}",
+                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane, isolate or command); this one has {}",
                     actions.len()
                 ),
             ));
@@ -409,6 +433,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         description: raw.description,
         duration: raw.duration,
         seed: raw.seed,
+        daemon: raw.daemon,
+        pre_warm: raw.pre_warm,
+        requires_regions: raw.requires_regions,
         events,
         expect: raw.expect,
     })

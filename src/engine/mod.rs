@@ -52,6 +52,8 @@ pub trait Progress: Send + Sync {
     fn calling(&self, _step: StepName, _at: Timestamp, _operation: &Operation, _dry_run: bool) {}
     /// A call failed transiently and will be tried again.
     fn retrying(&self, _step: StepName, _at: Timestamp, _error: &ProviderError, _after: Duration) {}
+    /// The daemon decided (called when the decision changes).
+    fn decided(&self, _at: Timestamp, _decision: &crate::core::decision::Decision) {}
 }
 
 /// Reports nothing.
@@ -411,6 +413,25 @@ impl Engine {
                 _ = self.clock.sleep(self.settings.control_interval) => {}
                 _ = shutdown.cancelled(), if stop_reason.is_none() => {}
             }
+        }
+    }
+
+    /// A context for scaling outside a run (the daemon's pre-warm and scale-back). `label`
+    /// names the action in idempotency tokens; its notes go nowhere.
+    pub fn side_ctx(&self, label: &str) -> StepCtx {
+        StepCtx {
+            providers: self.providers.clone(),
+            clock: self.clock.clone(),
+            run: RunId::new(label),
+            step: StepName::ScaleTarget,
+            dry_run: false,
+            poll_interval: self.settings.poll_interval,
+            probe_timeout: self.settings.probe_timeout,
+            earlier_notes: Vec::new(),
+            dns_degraded: false,
+            store: self.store.clone(),
+            progress: Arc::new(Silent),
+            waiting_for: Mutex::new(String::new()),
         }
     }
 

@@ -372,7 +372,9 @@ async fn promote_db(
     }
 }
 
-async fn scale_target(
+/// Sets sizes on a region's node groups and Auto Scaling groups and waits for them: the
+/// scale-target step, and the daemon's pre-warm and scale-back.
+pub async fn scale_target(
     ctx: &StepCtx,
     target: &RegionName,
     eks_cluster: &str,

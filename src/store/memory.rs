@@ -3,6 +3,7 @@
 use super::{
     AuditEntry, Store, StoreError, StoredRun, creation_audit, prepare_append, status_text,
 };
+use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
 use crate::core::run::{EventRecord, RunEvent, RunHeader};
 use crate::core::time::Timestamp;
@@ -15,6 +16,8 @@ struct Inner {
     order: Vec<RunId>,
     active: Option<RunId>,
     audit: Vec<AuditEntry>,
+    automation: Automation,
+    daemon_status: Option<String>,
 }
 
 /// A store that lives and dies with the process.
@@ -125,6 +128,30 @@ impl Store for MemoryStore {
             .collect();
         let skip = matching.len().saturating_sub(limit);
         Ok(matching.into_iter().skip(skip).collect())
+    }
+
+    fn automation(&self) -> Result<Automation, StoreError> {
+        Ok(self.inner().automation.clone())
+    }
+
+    fn set_automation(
+        &self,
+        automation: &Automation,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        inner.automation = automation.clone();
+        inner.audit.push(audit.clone());
+        Ok(())
+    }
+
+    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.inner().daemon_status.clone())
+    }
+
+    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+        self.inner().daemon_status = Some(json.to_string());
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ pub use lock::{ExecutorLock, Holder, LockError};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
+use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
 use crate::core::run::{
     EventRecord, RUN_VERSION, RunEvent, RunHeader, RunState, RunStatus, TransitionError,
@@ -188,6 +189,19 @@ pub trait Store: Send + Sync {
 
     /// Audit lines, oldest first, of one run or of everything; at most `limit`, the newest.
     fn audit(&self, run: Option<&RunId>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The automation switches (paused, cooldown cleared).
+    fn automation(&self) -> Result<Automation, StoreError>;
+
+    /// Replaces the automation switches and records why, in one transaction.
+    fn set_automation(&self, automation: &Automation, audit: &AuditEntry)
+    -> Result<(), StoreError>;
+
+    /// The daemon's last published status (JSON), for `dr status` in other processes.
+    fn daemon_status(&self) -> Result<Option<String>, StoreError>;
+
+    /// Publishes the daemon's status (JSON).
+    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError>;
 }
 
 /// The checks both implementations make before appending: returns the record to write and
@@ -402,5 +416,35 @@ pub(crate) mod contract {
         let all = store.audit(None, 100).unwrap();
         assert_eq!(all.last().unwrap().action, "automation paused");
         assert_eq!(store.audit(None, 2).unwrap().len(), 2);
+
+        // Automation switches and the daemon's status round-trip.
+        assert!(!store.automation().unwrap().paused);
+        let paused = Automation {
+            paused: true,
+            changed_by: Some(alice.clone()),
+            reason: Some("game day".into()),
+            changed_at: Some(Timestamp(10_000)),
+            ..Automation::default()
+        };
+        let entry = AuditEntry {
+            version: STORE_VERSION,
+            at: Timestamp(10_000),
+            actor: alice.clone(),
+            run: None,
+            action: "automation paused".into(),
+            reason: "game day".into(),
+        };
+        store.set_automation(&paused, &entry).unwrap();
+        let read = store.automation().unwrap();
+        assert!(read.paused);
+        assert_eq!(read.reason.as_deref(), Some("game day"));
+        assert_eq!(store.daemon_status().unwrap(), None);
+        store
+            .put_daemon_status("{\"decision\":\"nothing\"}")
+            .unwrap();
+        assert_eq!(
+            store.daemon_status().unwrap().as_deref(),
+            Some("{\"decision\":\"nothing\"}")
+        );
     }
 }

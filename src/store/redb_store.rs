@@ -10,6 +10,7 @@ use super::{
     AuditEntry, STORE_VERSION, Store, StoreError, StoredRun, check_version, creation_audit,
     prepare_append, status_text,
 };
+use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
 use crate::core::run::{EventRecord, RunEvent, RunHeader};
 use crate::core::time::Timestamp;
@@ -385,6 +386,58 @@ impl Store for RedbStore {
         }
         entries.reverse();
         Ok(entries)
+    }
+
+    fn automation(&self) -> Result<Automation, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+        let value = meta.get("automation").map_err(|e| self.io(e))?;
+        match value {
+            Some(text) => self.decode("automation", text.value().as_bytes()),
+            None => Ok(Automation::default()),
+        }
+    }
+
+    fn set_automation(
+        &self,
+        automation: &Automation,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut automation = automation.clone();
+        automation.version = STORE_VERSION;
+        let text = String::from_utf8(self.encode(&automation)?).map_err(|e| self.io(e))?;
+        let audit_bytes = self.encode(audit)?;
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert("automation", text.as_str())
+                .map_err(|e| self.io(e))?;
+            let mut table = txn.open_table(AUDIT).map_err(|e| self.io(e))?;
+            let key = Self::next_audit_key(&table).map_err(|e| self.io(e))?;
+            table
+                .insert(key, audit_bytes.as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+        let value = meta
+            .get("daemon_status")
+            .map_err(|e| self.io(e))?
+            .map(|v| v.value().to_string());
+        Ok(value)
+    }
+
+    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert("daemon_status", json).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
     }
 }
 

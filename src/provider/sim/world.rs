@@ -247,6 +247,9 @@ pub struct World {
     pub changes: Vec<ChangeWorld>,
     /// Whether Route53's control plane answers.
     pub dns_control_plane_up: bool,
+    /// dr itself is cut off: every API call fails and every probe times out.
+    #[serde(default)]
+    pub isolated: bool,
     /// Injected faults.
     pub faults: Vec<Fault>,
     /// Every mutating call, in order.
@@ -336,6 +339,7 @@ impl World {
                 .collect(),
             changes: Vec::new(),
             dns_control_plane_up: true,
+            isolated: false,
             faults: Vec::new(),
             calls: Vec::new(),
             next_id: 1,
@@ -417,7 +421,15 @@ impl World {
     }
 
     /// Takes one matching fault, if any. Latency faults return their delay instead of failing.
+    /// While dr is isolated every call fails as unreachable.
     pub fn take_fault(&mut self, operation: &str, region: &str) -> Result<Duration, ProviderError> {
+        if self.isolated {
+            return Err(ProviderError::Unavailable {
+                operation: operation.to_string(),
+                region: region.to_string(),
+                detail: "could not connect: dr's own network is cut off".into(),
+            });
+        }
         let Some(fault) = self
             .faults
             .iter_mut()
@@ -894,6 +906,9 @@ impl World {
 
     /// `dr`'s probe of a region's `/health`.
     pub fn probe(&self, region: &RegionName) -> ProbeResult {
+        if self.isolated {
+            return ProbeResult::Timeout;
+        }
         match self.regions.get(region).and_then(|r| r.outage) {
             None if self.regions.contains_key(region) => ProbeResult::Status { code: 200 },
             None => ProbeResult::Refused,

@@ -1,0 +1,524 @@
+//! The decision policy: given what was observed, the run and automation state, the policy and
+//! `now`, what should the daemon do, and why. A pure function returning a value.
+//!
+//! Automatic failover starts only when the writer's region has failed, a target is healthy,
+//! automation is on, no run is active and the cooldown is over. Lag over the RPO budget still
+//! starts the run, whose promotion then waits for an operator. Failback is never automatic.
+
+use super::detect::{RegionHealth, RegionTracker};
+use super::ids::{Actor, RegionName, RunId};
+use super::time::{Timestamp, fmt_duration};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Automation switches, kept in the store and changed by `dr pause`, `dr unpause` and `dr ack`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Automation {
+    /// Schema version.
+    #[serde(default)]
+    pub version: u32,
+    /// No automatic failover or pre-warm while paused.
+    pub paused: bool,
+    /// Who paused or unpaused last, and why.
+    pub changed_by: Option<Actor>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Since when.
+    pub changed_at: Option<Timestamp>,
+    /// `dr ack` clears the cooldown of failovers that finished before this time.
+    pub cooldown_cleared_at: Option<Timestamp>,
+}
+
+/// The policy's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Largest lag an automatic promotion accepts without approval.
+    pub rpo_budget: Duration,
+    /// Quiet time after a failover.
+    pub cooldown: Duration,
+    /// Scale the target up while the writer's region is suspect.
+    pub pre_warm: bool,
+}
+
+/// What the policy sees of one region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionView {
+    /// The region and its verdict.
+    pub tracker: RegionTracker,
+    /// Preference as a target (lower first).
+    pub priority: u32,
+    /// Last known replication lag (secondaries).
+    pub lag: Option<Duration>,
+}
+
+/// Everything the policy decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Situation {
+    /// Every region.
+    pub regions: Vec<RegionView>,
+    /// The writer's region, as last read.
+    pub writer: Option<RegionName>,
+    /// The unfinished run, if any.
+    pub active_run: Option<RunId>,
+    /// When the last failover (automatic or manual) started, if any.
+    pub last_failover_at: Option<Timestamp>,
+    /// Automation switches.
+    pub automation: Automation,
+    /// The region the daemon pre-warmed, if any.
+    pub prewarmed: Option<RegionName>,
+}
+
+/// Why the daemon does nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "hold", rename_all = "kebab-case")]
+pub enum Hold {
+    /// Every region is healthy (or unknown).
+    AllHealthy,
+    /// The writer's region is suspect; the window has not filled.
+    WriterSuspect {
+        /// The region.
+        region: RegionName,
+        /// Since when.
+        since: Timestamp,
+    },
+    /// Automation is paused.
+    AutomationPaused {
+        /// What it would have done.
+        would: String,
+    },
+    /// A run is active; its executor carries on.
+    RunActive {
+        /// The run.
+        run: RunId,
+    },
+    /// A failover finished too recently.
+    Cooldown {
+        /// When the cooldown ends.
+        until: Timestamp,
+        /// What it would have done.
+        would: String,
+    },
+    /// The writer's region failed and no target is healthy.
+    NoHealthyTarget {
+        /// The failed region.
+        region: RegionName,
+    },
+    /// A region that does not hold the writer failed: an alert, not a failover.
+    FailedRegionNotWriter {
+        /// The failed region.
+        region: RegionName,
+    },
+    /// The writer's region is not known.
+    WriterUnknown,
+}
+
+/// What the daemon should do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Start an automatic failover.
+    Failover {
+        /// The failed writer's region.
+        from: RegionName,
+        /// The target.
+        to: RegionName,
+        /// The trip, for the audit log.
+        reason: String,
+    },
+    /// Start the failover, whose promotion will wait for an operator: lag is over budget.
+    FailoverAwaitingApproval {
+        /// The failed writer's region.
+        from: RegionName,
+        /// The target.
+        to: RegionName,
+        /// Why approval is needed.
+        reason: String,
+    },
+    /// Scale the target up ahead of a likely trip.
+    PreWarm {
+        /// The target.
+        region: RegionName,
+        /// Why.
+        reason: String,
+    },
+    /// The suspect region recovered: scale the pre-warmed target back to its baseline.
+    ScaleBack {
+        /// The pre-warmed region.
+        region: RegionName,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing, and why.
+    Nothing(Hold),
+}
+
+impl Decision {
+    /// True for the two failover decisions.
+    pub fn starts_failover(&self) -> bool {
+        matches!(
+            self,
+            Decision::Failover { .. } | Decision::FailoverAwaitingApproval { .. }
+        )
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Failover { from, to, reason } => {
+                write!(f, "fail over from {from} to {to}: {reason}")
+            }
+            Decision::FailoverAwaitingApproval { from, to, reason } => write!(
+                f,
+                "fail over from {from} to {to}, promotion waiting for approval: {reason}"
+            ),
+            Decision::PreWarm { region, reason } => write!(f, "pre-warm {region}: {reason}"),
+            Decision::ScaleBack { region, reason } => write!(f, "scale {region} back: {reason}"),
+            Decision::Nothing(hold) => match hold {
+                Hold::AllHealthy => f.write_str("nothing to do: no region is failing"),
+                Hold::WriterSuspect { region, since } => write!(
+                    f,
+                    "watching: the writer's region {region} is suspect since {since}; both signals must agree for the whole failure window"
+                ),
+                Hold::AutomationPaused { would } => {
+                    write!(
+                        f,
+                        "automation is paused (`dr unpause` resumes it); would {would}"
+                    )
+                }
+                Hold::RunActive { run } => write!(f, "run {run} is active"),
+                Hold::Cooldown { until, would } => write!(
+                    f,
+                    "in cooldown after the last failover until {until} (`dr ack` clears it); would {would}"
+                ),
+                Hold::NoHealthyTarget { region } => write!(
+                    f,
+                    "ALERT: the writer's region {region} failed and no other region is healthy: manual intervention needed"
+                ),
+                Hold::FailedRegionNotWriter { region } => write!(
+                    f,
+                    "ALERT: {region} failed; it does not hold the writer, so there is nothing to fail over"
+                ),
+                Hold::WriterUnknown => f.write_str(
+                    "the writer's region is unknown: no region answered DescribeGlobalClusters",
+                ),
+            },
+        }
+    }
+}
+
+fn healthy_target<'a>(situation: &'a Situation, writer: &RegionName) -> Option<&'a RegionView> {
+    situation
+        .regions
+        .iter()
+        .filter(|r| &r.tracker.region != writer && r.tracker.is_healthy())
+        .min_by_key(|r| r.priority)
+}
+
+/// Decides what to do now.
+pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decision {
+    if let Some(run) = &situation.active_run {
+        return Decision::Nothing(Hold::RunActive { run: run.clone() });
+    }
+    let Some(writer) = &situation.writer else {
+        return Decision::Nothing(Hold::WriterUnknown);
+    };
+    let writer_view = situation
+        .regions
+        .iter()
+        .find(|r| &r.tracker.region == writer);
+    let writer_health = writer_view
+        .map(|r| r.tracker.health)
+        .unwrap_or(RegionHealth::Unknown);
+    let cooldown_until = situation.last_failover_at.and_then(|at| {
+        let cleared = situation
+            .automation
+            .cooldown_cleared_at
+            .is_some_and(|cleared| cleared >= at);
+        let until = at.plus(policy.cooldown);
+        (!cleared && now < until).then_some(until)
+    });
+
+    match writer_health {
+        RegionHealth::Failed { since } => {
+            let Some(target) = healthy_target(situation, writer) else {
+                return Decision::Nothing(Hold::NoHealthyTarget {
+                    region: writer.clone(),
+                });
+            };
+            let to = target.tracker.region.clone();
+            let trip = format!(
+                "{writer} failed: Route53 and dr's probe agree it is unhealthy since {since} ({} ago)",
+                fmt_duration(now.since(since))
+            );
+            let would = format!("fail over from {writer} to {to}");
+            if situation.automation.paused {
+                return Decision::Nothing(Hold::AutomationPaused { would });
+            }
+            if let Some(until) = cooldown_until {
+                return Decision::Nothing(Hold::Cooldown { until, would });
+            }
+            match target.lag {
+                Some(lag) if lag <= policy.rpo_budget => Decision::Failover {
+                    from: writer.clone(),
+                    to,
+                    reason: format!(
+                        "{trip}; {} lag {} is within the RPO budget",
+                        target.tracker.region,
+                        fmt_duration(lag)
+                    ),
+                },
+                Some(lag) => Decision::FailoverAwaitingApproval {
+                    from: writer.clone(),
+                    to,
+                    reason: format!(
+                        "{trip}; last known lag {} is over the RPO budget of {}",
+                        fmt_duration(lag),
+                        fmt_duration(policy.rpo_budget)
+                    ),
+                },
+                None => Decision::FailoverAwaitingApproval {
+                    from: writer.clone(),
+                    to,
+                    reason: format!("{trip}; the replication lag is unknown"),
+                },
+            }
+        }
+        RegionHealth::Suspect { since } => {
+            if policy.pre_warm
+                && !situation.automation.paused
+                && cooldown_until.is_none()
+                && situation.prewarmed.is_none()
+                && let Some(target) = healthy_target(situation, writer)
+            {
+                return Decision::PreWarm {
+                    region: target.tracker.region.clone(),
+                    reason: format!("the writer's region {writer} is suspect since {since}"),
+                };
+            }
+            Decision::Nothing(Hold::WriterSuspect {
+                region: writer.clone(),
+                since,
+            })
+        }
+        RegionHealth::Healthy | RegionHealth::Unknown => {
+            if let Some(region) = &situation.prewarmed
+                && writer_health == RegionHealth::Healthy
+            {
+                return Decision::ScaleBack {
+                    region: region.clone(),
+                    reason: format!(
+                        "the writer's region {writer} recovered before the failure window filled"
+                    ),
+                };
+            }
+            let failed = situation
+                .regions
+                .iter()
+                .find(|r| matches!(r.tracker.health, RegionHealth::Failed { .. }));
+            match failed {
+                Some(region) => Decision::Nothing(Hold::FailedRegionNotWriter {
+                    region: region.tracker.region.clone(),
+                }),
+                None => Decision::Nothing(Hold::AllHealthy),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::detect::{DetectPolicy, Signals};
+    use crate::core::health::Observation::{Healthy as H, Unhealthy as U};
+
+    const MIN: i64 = 60_000;
+
+    fn tracker(name: &str, rounds: usize, signals: Signals) -> RegionTracker {
+        let policy = DetectPolicy::new(Duration::from_secs(300), Duration::from_secs(10));
+        let mut t = RegionTracker::new(name.into());
+        for i in 0..rounds {
+            t.observe(signals, Timestamp(i as i64 * 10_000), &policy);
+        }
+        t
+    }
+
+    fn healthy(name: &str, priority: u32) -> RegionView {
+        RegionView {
+            tracker: tracker(
+                name,
+                1,
+                Signals {
+                    route53: H,
+                    probe: H,
+                },
+            ),
+            priority,
+            lag: Some(Duration::from_secs(2)),
+        }
+    }
+
+    fn failed(name: &str) -> RegionView {
+        RegionView {
+            tracker: tracker(
+                name,
+                31,
+                Signals {
+                    route53: U,
+                    probe: U,
+                },
+            ),
+            priority: 1,
+            lag: None,
+        }
+    }
+
+    fn suspect(name: &str) -> RegionView {
+        RegionView {
+            tracker: tracker(
+                name,
+                5,
+                Signals {
+                    route53: U,
+                    probe: U,
+                },
+            ),
+            priority: 1,
+            lag: None,
+        }
+    }
+
+    fn situation(regions: Vec<RegionView>) -> Situation {
+        Situation {
+            regions,
+            writer: Some("east".into()),
+            active_run: None,
+            last_failover_at: None,
+            automation: Automation::default(),
+            prewarmed: None,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            rpo_budget: Duration::from_secs(300),
+            cooldown: Duration::from_secs(3600),
+            pre_warm: true,
+        }
+    }
+
+    const NOW: Timestamp = Timestamp(5 * MIN);
+
+    #[test]
+    fn a_failed_writer_with_a_healthy_target_fails_over_by_priority() {
+        let s = situation(vec![failed("east"), healthy("eu", 3), healthy("west", 2)]);
+        match decide(&s, &policy(), NOW) {
+            Decision::Failover { from, to, reason } => {
+                assert_eq!((from.as_str(), to.as_str()), ("east", "west"));
+                assert!(reason.contains("agree"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_blocker_is_named() {
+        let base = situation(vec![failed("east"), healthy("west", 2)]);
+        let mut s = base.clone();
+        s.active_run = Some(RunId::new("r-1"));
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::RunActive { .. })
+        ));
+        let mut s = base.clone();
+        s.automation.paused = true;
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::AutomationPaused { .. })
+        ));
+        let mut s = base.clone();
+        s.last_failover_at = Some(Timestamp(0));
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::Cooldown { .. })
+        ));
+        s.automation.cooldown_cleared_at = Some(Timestamp(1));
+        assert!(
+            decide(&s, &policy(), NOW).starts_failover(),
+            "ack clears the cooldown"
+        );
+        let s = situation(vec![failed("east"), failed("west")]);
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::NoHealthyTarget { .. })
+        ));
+        let s = situation(vec![healthy("east", 1), failed("west")]);
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::FailedRegionNotWriter { .. })
+        ));
+        let mut s = base.clone();
+        s.writer = None;
+        assert_eq!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::WriterUnknown)
+        );
+    }
+
+    #[test]
+    fn lag_over_budget_or_unknown_needs_approval() {
+        let mut west = healthy("west", 2);
+        west.lag = Some(Duration::from_secs(420));
+        let s = situation(vec![failed("east"), west.clone()]);
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::FailoverAwaitingApproval { .. }
+        ));
+        west.lag = None;
+        let s = situation(vec![failed("east"), west]);
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::FailoverAwaitingApproval { .. }
+        ));
+    }
+
+    #[test]
+    fn a_suspect_writer_pre_warms_once_and_a_recovery_scales_back() {
+        let s = situation(vec![suspect("east"), healthy("west", 2)]);
+        assert!(
+            matches!(decide(&s, &policy(), NOW), Decision::PreWarm { region, .. } if region.as_str() == "west")
+        );
+        let mut warmed = s.clone();
+        warmed.prewarmed = Some("west".into());
+        assert!(matches!(
+            decide(&warmed, &policy(), NOW),
+            Decision::Nothing(Hold::WriterSuspect { .. })
+        ));
+        let no_prewarm = Policy {
+            pre_warm: false,
+            ..policy()
+        };
+        assert!(matches!(
+            decide(&s, &no_prewarm, NOW),
+            Decision::Nothing(Hold::WriterSuspect { .. })
+        ));
+        let mut recovered = situation(vec![healthy("east", 1), healthy("west", 2)]);
+        recovered.prewarmed = Some("west".into());
+        assert!(matches!(
+            decide(&recovered, &policy(), NOW),
+            Decision::ScaleBack { .. }
+        ));
+    }
+
+    #[test]
+    fn failback_is_never_automatic() {
+        // After a failover the writer is west; east healthy again: nothing happens.
+        let mut s = situation(vec![healthy("east", 1), healthy("west", 2)]);
+        s.writer = Some("west".into());
+        assert_eq!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::AllHealthy)
+        );
+    }
+}

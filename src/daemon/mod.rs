@@ -1,0 +1,656 @@
+//! The daemon: watches every region, decides with the core's policy, and acts.
+//!
+//! Each tick re-reads the world and the store and acts on no hints; the next tick is the retry.
+//! A tick observes every region's Route53 health check, probe and lag, folds them into the
+//! detectors, asks `core::decision::decide`, then does what it says: starts an automatic
+//! failover, pre-warms or scales back a target, or records why it does nothing. Runs are carried
+//! out by the engine in a task; operator requests reach the daemon through the store. The
+//! daemon never decides anything itself, and never fails back.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::core::decision::{Automation, Decision, Hold, Policy, RegionView, Situation, decide};
+use crate::core::detect::{DetectPolicy, RegionTracker, Signals};
+use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
+use crate::core::ids::{Actor, RegionName, RunId, StepName};
+use crate::core::plan::{GroupTarget, PlanRequest, RunKind};
+use crate::core::run::{RunEvent, RunStatus, StepStatus, Trigger};
+use crate::core::time::{Timestamp, fmt_duration};
+use crate::core::topology::Region;
+use crate::engine::{Engine, EngineError, ExecOutcome, NewRun, steps};
+use crate::store::{AuditEntry, STORE_VERSION, StoreError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What stops the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The daemon's timings and policy.
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonSettings {
+    /// Time between ticks.
+    pub poll_interval: Duration,
+    /// Timeout of one observation call.
+    pub call_timeout: Duration,
+    /// Timeout of one probe.
+    pub probe_timeout: Duration,
+    /// Detection.
+    pub detect: DetectPolicy,
+    /// Decision.
+    pub policy: Policy,
+    /// Lag above which a warning is raised.
+    pub lag_alert: Duration,
+}
+
+impl DaemonSettings {
+    /// The settings of a config; `pre_warm` overrides the config's when given.
+    pub fn from_config(config: &Config, pre_warm: Option<bool>) -> DaemonSettings {
+        let d = &config.detection;
+        DaemonSettings {
+            poll_interval: d.poll_interval,
+            call_timeout: Duration::from_secs(5).min(d.poll_interval),
+            probe_timeout: config.plan.verify.probe_timeout.min(d.poll_interval),
+            detect: DetectPolicy::new(d.failure_window, d.poll_interval),
+            policy: Policy {
+                rpo_budget: config.plan.rpo_budget,
+                cooldown: d.cooldown,
+                pre_warm: pre_warm.unwrap_or(d.pre_warm),
+            },
+            lag_alert: d.lag_alert,
+        }
+    }
+}
+
+/// One region in the published status.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegionStatus {
+    /// Region.
+    pub region: RegionName,
+    /// healthy, suspect, failed, unknown.
+    pub state: String,
+    /// Since when (suspect, failed).
+    pub since: Option<Timestamp>,
+    /// Route53's verdict.
+    pub route53: Option<Observation>,
+    /// dr's probe's verdict.
+    pub probe: Option<Observation>,
+    /// Last known lag, seconds.
+    pub lag_seconds: Option<f64>,
+    /// Lag above the alert threshold.
+    pub lag_alert: bool,
+}
+
+/// What the daemon publishes to the store each time its decision changes, and every minute.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonStatus {
+    /// When.
+    pub at: Timestamp,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The writer's region, as last read.
+    pub writer: Option<RegionName>,
+    /// Each region.
+    pub regions: Vec<RegionStatus>,
+    /// The decision.
+    pub decision: Decision,
+    /// The decision, for people.
+    pub reason: String,
+    /// The pre-warmed region.
+    pub prewarmed: Option<RegionName>,
+    /// Automation switches.
+    pub automation: Automation,
+}
+
+/// The watching daemon.
+pub struct Daemon {
+    config: Config,
+    engine: Engine,
+    settings: DaemonSettings,
+    trackers: BTreeMap<RegionName, RegionTracker>,
+    lags: BTreeMap<RegionName, Duration>,
+    writer: Option<RegionName>,
+    prewarmed: Option<RegionName>,
+    executor: Option<JoinHandle<Result<ExecOutcome, EngineError>>>,
+    executor_stop: CancellationToken,
+    scaler: Option<JoinHandle<()>>,
+    last_decision: Option<Decision>,
+    last_published: Option<Timestamp>,
+    actor: Actor,
+}
+
+impl Daemon {
+    /// A daemon over `engine` for `config`'s regions.
+    pub fn new(config: Config, engine: Engine, settings: DaemonSettings) -> Daemon {
+        let trackers = config
+            .topology
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), RegionTracker::new(r.name.clone())))
+            .collect();
+        Daemon {
+            config,
+            engine,
+            settings,
+            trackers,
+            lags: BTreeMap::new(),
+            writer: None,
+            prewarmed: None,
+            executor: None,
+            executor_stop: CancellationToken::new(),
+            scaler: None,
+            last_decision: None,
+            last_published: None,
+            actor: Actor::new("daemon"),
+        }
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.engine.clock.clone()
+    }
+
+    /// Watches until `shutdown` fires; then stops the run in flight at a checkpoint.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        self.resume_unfinished()?;
+        tracing::info!(regions = self.trackers.len(), poll = %fmt_duration(self.settings.poll_interval), "daemon watching");
+        let clock = self.clock();
+        loop {
+            // Ticks start every poll interval, however long the last one took.
+            let next = clock.now().plus(self.settings.poll_interval);
+            if let Err(err) = self.tick().await {
+                // A failing store is the one thing the daemon cannot work around; say so and retry.
+                tracing::error!(error = %err, "tick failed; retrying at the next poll");
+            }
+            let wait = next.since(clock.now());
+            tokio::select! {
+                _ = clock.sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops the run in flight (checkpointed, paused) and any scaling.
+    pub async fn stop(&mut self) {
+        self.executor_stop.cancel();
+        if let Some(handle) = self.executor.take() {
+            let _ = handle.await;
+        }
+        if let Some(handle) = self.scaler.take() {
+            handle.abort();
+        }
+        tracing::info!("daemon stopped");
+    }
+
+    /// Resumes a run left unfinished by a crash or by a daemon shutdown. A run an operator
+    /// paused, a stopped run and a run awaiting approval stay as they are.
+    fn resume_unfinished(&mut self) -> Result<(), DaemonError> {
+        let store = self.engine.store.clone();
+        let Some(run) = store.active_run()? else {
+            return Ok(());
+        };
+        let Some(stored) = store.load_run(&run)? else {
+            return Ok(());
+        };
+        let state = stored.state()?;
+        let paused_by_engine = stored
+            .events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.event, RunEvent::Paused { .. }))
+            .is_some_and(|e| e.actor == Actor::engine());
+        match state.status() {
+            RunStatus::Running => {
+                tracing::info!(run = %run, "resuming the unfinished run");
+                self.spawn_executor(run);
+            }
+            RunStatus::Paused if paused_by_engine => {
+                store.append(
+                    &run,
+                    self.clock().now(),
+                    &self.actor,
+                    RunEvent::Resumed {
+                        reason: "the daemon restarted".into(),
+                    },
+                )?;
+                tracing::info!(run = %run, "resuming the run the last shutdown paused");
+                self.spawn_executor(run);
+            }
+            other => {
+                tracing::warn!(run = %run, status = %other, "unfinished run waits for an operator")
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_executor(&mut self, run: RunId) {
+        let engine = self.engine.clone();
+        let stop = self.executor_stop.clone();
+        self.executor = Some(tokio::spawn(
+            async move { engine.execute(&run, &stop).await },
+        ));
+    }
+
+    fn executor_running(&self) -> bool {
+        self.executor.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    async fn bounded<T, F>(&self, call: F) -> Option<T>
+    where
+        F: Future<Output = T>,
+    {
+        let clock = self.clock();
+        tokio::select! {
+            value = call => Some(value),
+            _ = clock.sleep(self.settings.call_timeout) => None,
+        }
+    }
+
+    /// Reads the writer's region through any region that answers, in priority order.
+    async fn read_writer(&self) -> Option<RegionName> {
+        let db = self.engine.providers.database.clone();
+        for region in &self.config.topology.regions {
+            let read =
+                self.bounded(db.describe_global_cluster(
+                    &region.name,
+                    &self.config.topology.global_cluster_id,
+                ))
+                .await;
+            if let Some(Ok(cluster)) = read
+                && let Some(writer) = cluster.writer()
+            {
+                return Some(writer.region.clone());
+            }
+        }
+        None
+    }
+
+    async fn observe_region(
+        &self,
+        region: &Region,
+    ) -> (Observation, ProbeResult, Option<Duration>) {
+        let p = &self.engine.providers;
+        let (checkers, probe) = tokio::join!(
+            self.bounded(p.health_checks.checker_report(&region.health_check_id)),
+            p.probe.probe(
+                &region.name,
+                &region.health_url,
+                self.settings.probe_timeout
+            ),
+        );
+        let route53 = match checkers {
+            Some(Ok(report)) => classify_checkers(report.healthy, report.total),
+            _ => Observation::Unknown,
+        };
+        let lag = if self.writer.as_ref() == Some(&region.name) {
+            None
+        } else {
+            match self
+                .bounded(p.lag.lag(&region.name, &region.db_cluster_id))
+                .await
+            {
+                Some(Ok(lag)) => lag,
+                _ => None,
+            }
+        };
+        (route53, probe, lag)
+    }
+
+    /// One observation, decision and action. Returns the decision.
+    pub async fn tick(&mut self) -> Result<Decision, DaemonError> {
+        if let Some(writer) = self.read_writer().await {
+            self.writer = Some(writer);
+        }
+        let regions = self.config.topology.regions.clone();
+        let observed =
+            futures::future::join_all(regions.iter().map(|r| self.observe_region(r))).await;
+        let now = self.clock().now();
+        let peer_answered = observed
+            .iter()
+            .any(|(_, probe, _)| matches!(probe, ProbeResult::Status { .. }));
+        for (region, (route53, probe, lag)) in regions.iter().zip(observed) {
+            let signals = Signals {
+                route53,
+                probe: classify_probe(&probe, peer_answered),
+            };
+            if let Some(tracker) = self.trackers.get_mut(&region.name) {
+                tracker.observe(signals, now, &self.settings.detect);
+            }
+            if let Some(lag) = lag {
+                if lag > self.settings.lag_alert {
+                    tracing::warn!(region = %region.name, lag = %fmt_duration(lag), "replication lag above the alert threshold");
+                }
+                self.lags.insert(region.name.clone(), lag);
+            }
+        }
+
+        let store = self.engine.store.clone();
+        let active_run = store.active_run()?;
+        let automation = store.automation()?;
+        if active_run.is_none() && !self.executor_running() && self.executor.is_some() {
+            // The run finished: whatever was pre-warmed is now the run's business.
+            self.executor = None;
+            self.prewarmed = None;
+        }
+        if let Some(run) = &active_run
+            && !self.executor_running()
+        {
+            self.continue_if_unblocked(run)?;
+        }
+        let situation = Situation {
+            regions: regions
+                .iter()
+                .map(|r| RegionView {
+                    tracker: self.trackers[&r.name].clone(),
+                    priority: r.priority,
+                    lag: self.lags.get(&r.name).copied(),
+                })
+                .collect(),
+            writer: self.writer.clone(),
+            active_run,
+            last_failover_at: self.last_failover_at()?,
+            automation: automation.clone(),
+            prewarmed: self.prewarmed.clone(),
+        };
+        let decision = decide(&situation, &self.settings.policy, now);
+        let changed = self.last_decision.as_ref() != Some(&decision);
+        if changed {
+            self.engine.progress.decided(now, &decision);
+            tracing::info!(decision = %decision, "decision");
+            if !matches!(decision, Decision::Nothing(Hold::RunActive { .. })) {
+                store.record_audit(&AuditEntry {
+                    version: STORE_VERSION,
+                    at: now,
+                    actor: self.actor.clone(),
+                    run: None,
+                    action: format!("decision: {}", decision_kind(&decision)),
+                    reason: decision.to_string(),
+                })?;
+            }
+        }
+        self.act(&decision, now)?;
+        self.last_decision = Some(decision.clone());
+        let due = self
+            .last_published
+            .is_none_or(|at| now.since(at) >= Duration::from_secs(60));
+        if changed || due {
+            self.publish(&decision, &automation, now)?;
+        }
+        Ok(decision)
+    }
+
+    /// Restarts the executor of an active run that an operator unblocked (approved, resumed).
+    fn continue_if_unblocked(&mut self, run: &RunId) -> Result<(), DaemonError> {
+        let Some(stored) = self.engine.store.load_run(run)? else {
+            return Ok(());
+        };
+        if stored.state()?.status() == RunStatus::Running {
+            tracing::info!(run = %run, "continuing the run");
+            self.spawn_executor(run.clone());
+        }
+        Ok(())
+    }
+
+    fn last_failover_at(&self) -> Result<Option<Timestamp>, DaemonError> {
+        let store = &self.engine.store;
+        for header in store.list_runs(20)? {
+            if header.kind != RunKind::Failover || header.dry_run {
+                continue;
+            }
+            let Some(stored) = store.load_run(&header.id)? else {
+                continue;
+            };
+            let promoted = stored
+                .state()?
+                .steps
+                .get(&StepName::PromoteDb)
+                .is_some_and(|s| {
+                    s.status == StepStatus::Succeeded || s.status == StepStatus::Running
+                });
+            if promoted {
+                return Ok(Some(header.created_at));
+            }
+        }
+        Ok(None)
+    }
+
+    fn act(&mut self, decision: &Decision, now: Timestamp) -> Result<(), DaemonError> {
+        match decision {
+            Decision::Failover { from, to, reason }
+            | Decision::FailoverAwaitingApproval { from, to, reason } => {
+                if let Some(handle) = self.scaler.take() {
+                    // The run's scale-target takes over from a pre-warm in flight.
+                    handle.abort();
+                }
+                let id = crate::engine::new_run_id(now);
+                let created = self.engine.create_run(
+                    &self.config.topology,
+                    &self.config.plan,
+                    NewRun {
+                        id: id.clone(),
+                        request: PlanRequest {
+                            from: from.clone(),
+                            to: to.clone(),
+                            kind: RunKind::Failover,
+                        },
+                        trigger: Trigger::Automatic {
+                            reason: reason.clone(),
+                        },
+                        actor: self.actor.clone(),
+                        reason: reason.clone(),
+                        dry_run: false,
+                    },
+                );
+                match created {
+                    Ok(_) => {
+                        tracing::info!(run = %id, from = %from, to = %to, "automatic failover started");
+                        self.spawn_executor(id);
+                    }
+                    // Another process started a run first: the next tick sees it.
+                    Err(EngineError::Store(StoreError::RunActive { .. })) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Decision::PreWarm { region, reason } => {
+                self.scale(region, true, reason, now)?;
+                self.prewarmed = Some(region.clone());
+            }
+            Decision::ScaleBack { region, reason } => {
+                self.scale(region, false, reason, now)?;
+                self.prewarmed = None;
+            }
+            Decision::Nothing(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Starts scaling `region` to its failover (`up`) or baseline sizes in the background.
+    fn scale(
+        &mut self,
+        region: &RegionName,
+        up: bool,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), DaemonError> {
+        let Some(spec) = self.config.topology.region(region).cloned() else {
+            return Ok(());
+        };
+        let pick = |groups: &[crate::core::topology::ScalableGroup]| {
+            groups
+                .iter()
+                .map(|g| GroupTarget {
+                    name: g.name.clone(),
+                    sizes: if up { g.failover } else { g.baseline },
+                })
+                .collect::<Vec<_>>()
+        };
+        let (node_groups, asgs) = (pick(&spec.node_groups), pick(&spec.autoscaling_groups));
+        let label = format!(
+            "{}-{}-{}",
+            if up { "prewarm" } else { "scaleback" },
+            region,
+            now.millis()
+        );
+        let ctx = self.engine.side_ctx(&label);
+        let what = if up { "pre-warm" } else { "scale back" };
+        self.engine.store.record_audit(&AuditEntry {
+            version: STORE_VERSION,
+            at: now,
+            actor: self.actor.clone(),
+            run: None,
+            action: format!("{what} {region}"),
+            reason: reason.to_string(),
+        })?;
+        if let Some(handle) = self.scaler.take() {
+            handle.abort();
+        }
+        let region = region.clone();
+        let eks = spec.eks_cluster.clone();
+        self.scaler = Some(tokio::spawn(async move {
+            match steps::scale_target(&ctx, &region, &eks, &node_groups, &asgs).await {
+                Ok(outcome) => {
+                    tracing::info!(region = %region, summary = %outcome.summary, "{what} done")
+                }
+                Err(err) => tracing::warn!(region = %region, error = %err, "{what} failed"),
+            }
+        }));
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        decision: &Decision,
+        automation: &Automation,
+        now: Timestamp,
+    ) -> Result<(), DaemonError> {
+        let status = DaemonStatus {
+            at: now,
+            pid: std::process::id(),
+            writer: self.writer.clone(),
+            regions: self
+                .config
+                .topology
+                .regions
+                .iter()
+                .map(|r| {
+                    let tracker = &self.trackers[&r.name];
+                    let since = match tracker.health {
+                        crate::core::detect::RegionHealth::Suspect { since }
+                        | crate::core::detect::RegionHealth::Failed { since } => Some(since),
+                        _ => None,
+                    };
+                    let lag = self.lags.get(&r.name).copied();
+                    RegionStatus {
+                        region: r.name.clone(),
+                        state: tracker.health.label().to_string(),
+                        since,
+                        route53: tracker.last.map(|s| s.route53),
+                        probe: tracker.last.map(|s| s.probe),
+                        lag_seconds: lag.map(|l| l.as_secs_f64()),
+                        lag_alert: lag.is_some_and(|l| l > self.settings.lag_alert),
+                    }
+                })
+                .collect(),
+            decision: decision.clone(),
+            reason: decision.to_string(),
+            prewarmed: self.prewarmed.clone(),
+            automation: automation.clone(),
+        };
+        let json = serde_json::to_string(&status).unwrap_or_default();
+        self.engine.store.put_daemon_status(&json)?;
+        self.last_published = Some(now);
+        Ok(())
+    }
+}
+
+fn decision_kind(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Failover { .. } => "fail over",
+        Decision::FailoverAwaitingApproval { .. } => "fail over, awaiting approval",
+        Decision::PreWarm { .. } => "pre-warm",
+        Decision::ScaleBack { .. } => "scale back",
+        Decision::Nothing(_) => "nothing",
+    }
+}
+
+/// Pauses automation (and the active run, if any); used by `dr pause` and drills.
+pub fn pause_automation(
+    store: &dyn crate::store::Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Option<RunId>, EngineError> {
+    let mut automation = store.automation()?;
+    automation.paused = true;
+    automation.changed_by = Some(actor.clone());
+    automation.reason = Some(reason.to_string());
+    automation.changed_at = Some(now);
+    store.set_automation(&automation, &audit(actor, now, "automation paused", reason))?;
+    let run = store.active_run()?;
+    if let Some(run) = &run {
+        let status = store
+            .load_run(run)?
+            .map(|r| r.state().map(|s| s.status()))
+            .transpose()?;
+        if !matches!(status, Some(RunStatus::Paused)) {
+            crate::engine::control::pause(store, run, actor, reason, now)?;
+        }
+    }
+    Ok(run)
+}
+
+/// Turns automation back on; used by `dr unpause` and drills.
+pub fn unpause_automation(
+    store: &dyn crate::store::Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    let mut automation = store.automation()?;
+    automation.paused = false;
+    automation.changed_by = Some(actor.clone());
+    automation.reason = Some(reason.to_string());
+    automation.changed_at = Some(now);
+    store.set_automation(
+        &automation,
+        &audit(actor, now, "automation unpaused", reason),
+    )?;
+    Ok(())
+}
+
+/// Clears the cooldown of the last failover; used by `dr ack` and drills.
+pub fn ack_cooldown(
+    store: &dyn crate::store::Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    let mut automation = store.automation()?;
+    automation.cooldown_cleared_at = Some(now);
+    store.set_automation(&automation, &audit(actor, now, "cooldown cleared", reason))?;
+    Ok(())
+}
+
+fn audit(actor: &Actor, now: Timestamp, action: &str, reason: &str) -> AuditEntry {
+    AuditEntry {
+        version: STORE_VERSION,
+        at: now,
+        actor: actor.clone(),
+        run: None,
+        action: action.to_string(),
+        reason: reason.to_string(),
+    }
+}
