@@ -14,12 +14,33 @@ fn config() -> Config {
     .unwrap()
 }
 
+/// The example config with its commented-out third region (eu-west-1) added.
+fn three_region_config() -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+        .unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ~ ")
+                .or(l.strip_prefix("# ~"))
+                .unwrap_or(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    dr::config::parse(&text, Path::new("three.toml")).unwrap()
+}
+
 fn drill(name: &str, options: DrillOptions) -> DrillReport {
     let path = format!("{}/runbooks/drills/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     let scenario = drill::scenario::load(Path::new(&path)).unwrap();
+    let config = if scenario.requires_regions.is_empty() {
+        config()
+    } else {
+        three_region_config()
+    };
     drill::runtime()
         .unwrap()
-        .block_on(drill::run(&config(), &scenario, &options))
+        .block_on(drill::run(&config, &scenario, &options))
         .unwrap()
 }
 
@@ -49,7 +70,7 @@ fn every_shipped_scenario_meets_its_expectations() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.len() >= 7, "{names:?}");
+    assert!(names.len() >= 17, "{names:?}");
     for name in names {
         let report = drill(&name, DrillOptions::default());
         assert!(
@@ -243,4 +264,157 @@ fn the_same_drill_gives_the_same_report() {
     let a = drill("throttled-apis", DrillOptions::default());
     let b = drill("throttled-apis", DrillOptions::default());
     assert_eq!(a, b);
+}
+
+fn decided(report: &DrillReport, kind: &str) -> bool {
+    report.decisions.iter().any(|d| {
+        serde_json::to_value(&d.decision)
+            .unwrap()
+            .to_string()
+            .contains(kind)
+    })
+}
+
+#[test]
+fn the_daemon_trips_within_the_window_plus_two_polls_and_fails_over_by_itself() {
+    let report = drill("auto-primary-outage", DrillOptions::default());
+    assert_eq!(report.outcome, "succeeded");
+    let (outage, trip) = (
+        report.outage_started_at.unwrap(),
+        report.tripped_at.unwrap(),
+    );
+    assert!(
+        trip >= outage + 300.0,
+        "tripped at {trip}, before the window filled"
+    );
+    assert!(
+        trip <= outage + 300.0 + 20.0,
+        "tripped at {trip}, later than window + 2 polls"
+    );
+    assert!(report.rto_seconds.unwrap() < 900.0);
+    assert!(decided(&report, "pre-warm"));
+}
+
+#[test]
+fn pre_warm_cuts_trip_to_verified_to_at_most_0_55_of_the_serial_runbook() {
+    let warm = drill(
+        "auto-primary-outage",
+        DrillOptions {
+            pre_warm: Some(true),
+            ..Default::default()
+        },
+    );
+    let cold = drill(
+        "auto-primary-outage",
+        DrillOptions {
+            pre_warm: Some(false),
+            ..Default::default()
+        },
+    );
+    let serial = drill(
+        "reference-outage",
+        DrillOptions {
+            serial: true,
+            ..Default::default()
+        },
+    );
+    let serial_run = serial.run_seconds.unwrap();
+    let warm_run = warm.trip_to_verified_seconds.unwrap();
+    let cold_run = cold.trip_to_verified_seconds.unwrap();
+    assert!(warm_run / serial_run <= 0.55, "{warm_run} / {serial_run}");
+    assert!(
+        warm_run < cold_run,
+        "pre-warm {warm_run} vs none {cold_run}"
+    );
+    assert!(warm.rto_seconds.unwrap() < cold.rto_seconds.unwrap());
+    assert!(!decided(&cold, "pre-warm"));
+}
+
+#[test]
+fn flapping_never_fails_over_and_each_recovery_scales_back() {
+    let report = drill("auto-flapping", DrillOptions::default());
+    assert_eq!(report.outcome, "no-run");
+    assert!(
+        !report
+            .decisions
+            .iter()
+            .any(|d| d.decision.starts_failover())
+    );
+    assert!(decided(&report, "scale-back"));
+    // Up and back down at least twice.
+    assert!(
+        calls(&report, "UpdateNodegroupConfig") >= 4,
+        "{}",
+        calls(&report, "UpdateNodegroupConfig")
+    );
+}
+
+#[test]
+fn unknown_signals_alone_never_fail_over() {
+    let report = drill("auto-isolated", DrillOptions::default());
+    assert_eq!(report.outcome, "no-run");
+    assert!(report.mutations.is_empty(), "{:?}", report.mutations);
+    assert!(
+        !report
+            .decisions
+            .iter()
+            .any(|d| d.decision.starts_failover())
+    );
+}
+
+#[test]
+fn a_minority_view_of_route53_checkers_changes_nothing() {
+    let report = drill("auto-checker-minority", DrillOptions::default());
+    assert_eq!(report.outcome, "no-run");
+    assert!(report.mutations.is_empty(), "{:?}", report.mutations);
+}
+
+#[test]
+fn the_cooldown_holds_a_second_failover_until_acknowledged() {
+    let report = drill("auto-cooldown", DrillOptions::default());
+    assert!(decided(&report, "cooldown"), "{:?}", report.decisions);
+    let automatic: Vec<f64> = report
+        .timeline
+        .iter()
+        .filter(|e| e.text.starts_with("daemon: fail over from us-east-1"))
+        .map(|e| e.at_seconds)
+        .collect();
+    assert_eq!(automatic.len(), 2, "{automatic:?}");
+    assert!(
+        automatic[1] >= 2400.0,
+        "the second failover waited for dr ack at T+40m: {automatic:?}"
+    );
+}
+
+#[test]
+fn a_recovery_during_pre_warm_scales_the_target_back_to_its_baseline() {
+    let report = drill("auto-recovery-during-prewarm", DrillOptions::default());
+    assert!(decided(&report, "pre-warm") && decided(&report, "scale-back"));
+    assert_eq!(calls(&report, "UpdateNodegroupConfig"), 2);
+    assert_eq!(report.outcome, "no-run");
+}
+
+#[test]
+fn a_paused_daemon_says_what_it_would_do_and_does_nothing() {
+    let report = drill("auto-paused", DrillOptions::default());
+    assert!(decided(&report, "automation-paused"));
+    assert!(
+        report.tripped_at.unwrap() >= 720.0,
+        "{:?}",
+        report.tripped_at
+    );
+}
+
+#[test]
+fn a_scenario_that_needs_a_third_region_says_so_on_a_two_region_config() {
+    let path = format!(
+        "{}/runbooks/drills/auto-three-region.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let scenario = drill::scenario::load(Path::new(&path)).unwrap();
+    let err = drill::runtime()
+        .unwrap()
+        .block_on(drill::run(&config(), &scenario, &DrillOptions::default()))
+        .unwrap_err();
+    assert!(err.to_string().contains("needs region eu-west-1"), "{err}");
 }

@@ -340,8 +340,15 @@ type CliResult = Result<u8, CliError>;
 pub fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => {
-            if !matches!(cli.command, Command::Daemon(_)) {
-                let _ = init_logging("text", "warn");
+            match cli.command {
+                Command::Daemon(_) => {}
+                // A drill's report says everything; logs would only interleave with it.
+                Command::Drill(_) => {
+                    let _ = init_logging("text", "error");
+                }
+                _ => {
+                    let _ = init_logging("text", "warn");
+                }
             }
             cli
         }

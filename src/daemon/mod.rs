@@ -121,6 +121,7 @@ pub struct Daemon {
     settings: DaemonSettings,
     trackers: BTreeMap<RegionName, RegionTracker>,
     lags: BTreeMap<RegionName, Duration>,
+    lag_alerting: std::collections::BTreeSet<RegionName>,
     writer: Option<RegionName>,
     prewarmed: Option<RegionName>,
     executor: Option<JoinHandle<Result<ExecOutcome, EngineError>>>,
@@ -146,6 +147,7 @@ impl Daemon {
             settings,
             trackers,
             lags: BTreeMap::new(),
+            lag_alerting: Default::default(),
             writer: None,
             prewarmed: None,
             executor: None,
@@ -330,8 +332,12 @@ impl Daemon {
                 tracker.observe(signals, now, &self.settings.detect);
             }
             if let Some(lag) = lag {
-                if lag > self.settings.lag_alert {
+                let over = lag > self.settings.lag_alert;
+                // Say so when the lag crosses the threshold, not on every poll.
+                if over && self.lag_alerting.insert(region.name.clone()) {
                     tracing::warn!(region = %region.name, lag = %fmt_duration(lag), "replication lag above the alert threshold");
+                } else if !over && self.lag_alerting.remove(&region.name) {
+                    tracing::info!(region = %region.name, lag = %fmt_duration(lag), "replication lag back under the alert threshold");
                 }
                 self.lags.insert(region.name.clone(), lag);
             }

@@ -378,7 +378,12 @@ impl Drill {
         }));
     }
 
+    /// The run an operator command means: the unfinished one (which the daemon may have
+    /// started), else the last one the drill started.
     fn current_run(&self) -> Result<RunId, DrillError> {
+        if let Ok(Some(run)) = self.engine.store.active_run() {
+            return Ok(run);
+        }
         self.runs
             .last()
             .cloned()
@@ -488,10 +493,7 @@ impl Drill {
                 }
             }
             OperatorCommand::Resume => {
-                let run = match store.active_run() {
-                    Ok(Some(run)) => run,
-                    _ => self.current_run()?,
-                };
+                let run = self.current_run()?;
                 self.recorder.push(now, "operator: dr resume".into());
                 if let Some(handle) = self.executor.take() {
                     // Let a pausing executor finish its checkpoint first.

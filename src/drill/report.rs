@@ -322,6 +322,24 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
             rpo.is_some_and(|s| s <= max.as_secs_f64()),
         );
     }
+    if let Some(want) = expect.runs {
+        let actual = input.runs.len();
+        expectations.push(ExpectationResult {
+            what: "runs".into(),
+            expected: want.to_string(),
+            actual: actual.to_string(),
+            met: want == actual,
+        });
+    }
+    if let Some(want) = &expect.alert {
+        let found = alerts.iter().find(|a| a.contains(want.as_str()));
+        expectations.push(ExpectationResult {
+            what: "alert".into(),
+            expected: format!("an alert containing `{want}`"),
+            actual: found.cloned().unwrap_or_else(|| "no such alert".into()),
+            met: found.is_some(),
+        });
+    }
     let passed = expectations.iter().all(|e| e.met);
     DrillReport {
         scenario: input.scenario.name.clone(),

@@ -162,6 +162,10 @@ pub struct Expectations {
     /// Largest acceptable RPO.
     #[serde(default, with = "optional_duration")]
     pub max_rpo: Option<Duration>,
+    /// How many runs the drill must have seen.
+    pub runs: Option<usize>,
+    /// Text one of the daemon's alerts must contain.
+    pub alert: Option<String>,
 }
 
 mod optional_duration {
