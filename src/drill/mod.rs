@@ -337,6 +337,17 @@ impl Drill {
                     Ok(())
                 },
             ),
+            Action::BlockProbes { blocked } => self.change(
+                if *blocked {
+                    "dr's probes are blocked (APIs still answer)".to_string()
+                } else {
+                    "dr's probes get through again".to_string()
+                },
+                |w| {
+                    w.probes_blocked = *blocked;
+                    Ok(())
+                },
+            ),
             Action::Route53ControlPlane { up } => self.change(
                 format!(
                     "Route53 control plane {}",

@@ -35,6 +35,29 @@ pub struct StepReport {
     pub summary: String,
 }
 
+/// One run in the drill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: String,
+    /// failover or switchover.
+    pub kind: String,
+    /// automatic, manual or drill.
+    pub trigger: String,
+    /// Writer's region it left.
+    pub from: String,
+    /// Target.
+    pub to: String,
+    /// Seconds since the scenario started.
+    pub created_at: f64,
+    /// When promote-db succeeded.
+    pub promoted_at: Option<f64>,
+    /// When the run finished.
+    pub finished_at: Option<f64>,
+    /// How it ended.
+    pub outcome: Option<String>,
+}
+
 /// One decision of the daemon.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DecisionReport {
@@ -121,6 +144,8 @@ pub struct DrillReport {
     pub mutations: Vec<MutationReport>,
     /// What happened, in order.
     pub timeline: Vec<TimelineEntry>,
+    /// Every run, oldest first.
+    pub runs: Vec<RunSummary>,
     /// When the daemon started the first automatic failover.
     pub tripped_at: Option<f64>,
     /// From the trip to the verification of that run.
@@ -161,6 +186,32 @@ fn data_loss_seconds(run: &StoredRun) -> Option<f64> {
         // A switchover loses nothing, and neither does a promotion that found the target
         // already the writer.
         None => Some(0.0),
+    }
+}
+
+fn summarize(run: &StoredRun) -> RunSummary {
+    let state = run.state().ok();
+    let promoted_at = state.as_ref().and_then(|s| {
+        let promote = s.steps.get(&StepName::PromoteDb)?;
+        (promote.status == StepStatus::Succeeded).then_some(secs(promote.finished_at?))
+    });
+    let outcome = state.as_ref().and_then(|s| s.outcome);
+    let finished_at = outcome.and_then(|_| run.events.last().map(|e| secs(e.at)));
+    RunSummary {
+        id: run.header.id.to_string(),
+        kind: run.header.kind.to_string(),
+        trigger: match run.header.trigger {
+            Trigger::Automatic { .. } => "automatic",
+            Trigger::Manual { .. } => "manual",
+            Trigger::Drill { .. } => "drill",
+        }
+        .to_string(),
+        from: run.header.plan.request.from.to_string(),
+        to: run.header.plan.request.to.to_string(),
+        created_at: secs(run.header.created_at),
+        promoted_at,
+        finished_at,
+        outcome: outcome.map(|o| o.to_string()),
     }
 }
 
@@ -375,6 +426,7 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
             })
             .collect(),
         timeline: input.timeline,
+        runs: input.runs.iter().map(summarize).collect(),
         tripped_at: tripped_at.map(secs),
         trip_to_verified_seconds: trip_to_verified,
         decisions: input

@@ -84,6 +84,11 @@ pub enum Action {
         /// Cut off or not.
         cut_off: bool,
     },
+    /// Only dr's probes are blocked (true) or unblocked (false); the APIs still answer.
+    BlockProbes {
+        /// Blocked or not.
+        blocked: bool,
+    },
     /// An operator command, as typed after `dr`.
     Command(OperatorCommand),
 }
@@ -234,6 +239,7 @@ struct RawEvent {
     fault: Option<RawFault>,
     route53_control_plane: Option<String>,
     isolate: Option<bool>,
+    probes_blocked: Option<bool>,
     command: Option<String>,
 }
 
@@ -392,6 +398,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         if let Some(cut_off) = e.isolate {
             actions.push(Action::Isolate { cut_off });
         }
+        if let Some(blocked) = e.probes_blocked {
+            actions.push(Action::BlockProbes { blocked });
+        }
         if let Some(command) = &e.command {
             use clap::Parser;
             let words = command.split_whitespace().map(str::to_string);
@@ -415,7 +424,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             return Err(invalid(
                 offset,
                 format!(
-                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane, isolate or command); this one has {}",
+                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane, isolate, probes_blocked or command); this one has {}",
                     actions.len()
                 ),
             ));

@@ -250,6 +250,10 @@ pub struct World {
     /// dr itself is cut off: every API call fails and every probe times out.
     #[serde(default)]
     pub isolated: bool,
+    /// Only dr's own probes are blocked (a firewall on its path to the regions): every probe
+    /// times out while the APIs answer.
+    #[serde(default)]
+    pub probes_blocked: bool,
     /// Injected faults.
     pub faults: Vec<Fault>,
     /// Every mutating call, in order.
@@ -340,6 +344,7 @@ impl World {
             changes: Vec::new(),
             dns_control_plane_up: true,
             isolated: false,
+            probes_blocked: false,
             faults: Vec::new(),
             calls: Vec::new(),
             next_id: 1,
@@ -906,7 +911,7 @@ impl World {
 
     /// `dr`'s probe of a region's `/health`.
     pub fn probe(&self, region: &RegionName) -> ProbeResult {
-        if self.isolated {
+        if self.isolated || self.probes_blocked {
             return ProbeResult::Timeout;
         }
         match self.regions.get(region).and_then(|r| r.outage) {
