@@ -593,3 +593,148 @@ fn pause_and_abort_from_another_process_reach_the_running_executor() {
         assert_eq!(env.calls(op), 1, "{op}");
     }
 }
+
+impl Env {
+    /// Waits (bounded) until `dr runs --json` satisfies `done`.
+    fn wait_for_runs(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self.run(&["runs", "--json"]);
+            if code(&out) == 0 {
+                let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+                if done(&runs) {
+                    return runs;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn stop(mut child: Child) -> (i32, String) {
+    signal(&child, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_daemon_fails_over_by_itself_and_refuses_a_second_daemon() {
+    let env = Env::new(60);
+    let daemon = env.spawn(&["daemon", "--log-format", "json"]);
+    // Wait until the daemon has published its first decision.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.json(&["status"])["daemon"].is_null() {
+        assert!(Instant::now() < deadline, "no daemon status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    expect(
+        &env.run(&["daemon"]),
+        3,
+        "another dr process is carrying out runs",
+    );
+    expect(&env.run(&["sim", "outage", "us-east-1"]), 0, "outage");
+    let runs = env.wait_for_runs("an automatic failover to finish", |runs| {
+        runs.as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|r| r["status"]["outcome"] == "succeeded")
+    });
+    assert_eq!(runs[0]["trigger"]["type"], "automatic");
+    let status = env.json(&["status"]);
+    assert_eq!(status["writer_region"], "us-west-2");
+    let (code, logs) = stop(daemon);
+    assert_eq!(code, 0, "{logs}");
+    // Structured logs: one JSON object per line.
+    let decision = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "automatic failover started");
+    assert!(decision.is_some(), "{logs}");
+    // The decision and its reason are in the audit log.
+    let audit = env.json(&["runs", runs[0]["id"].as_str().unwrap()]);
+    assert!(
+        audit["trigger"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("agree")
+    );
+}
+
+#[test]
+fn a_daemon_stopped_mid_run_resumes_it_when_it_starts_again() {
+    let env = Env::new(60);
+    expect(&env.run(&["sim", "outage", "us-east-1"]), 0, "outage");
+    let mut daemon = env.spawn(&["daemon"]);
+    env.wait_for_call("FailoverGlobalCluster", &mut daemon);
+    let (code, logs) = stop(daemon);
+    assert_eq!(code, 0, "{logs}");
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"]["status"], "paused", "{runs}");
+    let daemon = env.spawn(&["daemon"]);
+    env.wait_for_runs("the resumed run to finish", |runs| {
+        runs[0]["status"]["outcome"] == "succeeded"
+    });
+    let _ = stop(daemon);
+    assert_eq!(env.calls("FailoverGlobalCluster"), 1);
+    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn pause_unpause_and_ack_act_through_the_store() {
+    let env = Env::new(60);
+    expect(
+        &env.run(&["pause", "--reason", "maintenance"]),
+        0,
+        "automation paused",
+    );
+    let status = env.run(&["status"]);
+    expect(&status, 0, "Automation: PAUSED by tester (maintenance)");
+    let daemon = env.spawn(&["daemon"]);
+    expect(&env.run(&["sim", "outage", "us-east-1"]), 0, "outage");
+    // The window is 5 simulated minutes (5 s here): wait past it and see the daemon hold.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = env.json(&["status"]);
+        let decision = status["daemon"]["decision"]["decision"].clone();
+        if status["daemon"]["decision"]["hold"] == "automation-paused" {
+            break;
+        }
+        assert!(decision != "failover", "failed over while paused");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never said it was paused: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.json(&["runs"]).as_array().unwrap().is_empty());
+    expect(
+        &env.run(&["unpause", "--reason", "done"]),
+        0,
+        "automation on",
+    );
+    env.wait_for_runs("the failover after unpause", |runs| {
+        runs.as_array()
+            .unwrap()
+            .first()
+            .is_some_and(|r| r["status"]["outcome"] == "succeeded")
+    });
+    expect(
+        &env.run(&["ack", "--reason", "reviewed"]),
+        0,
+        "cooldown cleared",
+    );
+    expect(&env.run(&["ack"]), 2, "needs --reason");
+    let _ = stop(daemon);
+}

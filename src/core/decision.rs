@@ -39,6 +39,8 @@ pub struct Policy {
     pub cooldown: Duration,
     /// Scale the target up while the writer's region is suspect.
     pub pre_warm: bool,
+    /// How long both signals must agree; a suspect writer past it without agreement is an alert.
+    pub failure_window: Duration,
 }
 
 /// What the policy sees of one region.
@@ -111,6 +113,16 @@ pub enum Hold {
     },
     /// The writer's region is not known.
     WriterUnknown,
+    /// The writer's region has been suspect longer than the failure window, but one signal
+    /// cannot be read, so the two can never agree: no automatic failover. An alert.
+    CannotConfirm {
+        /// The region.
+        region: RegionName,
+        /// Since when it is suspect.
+        since: Timestamp,
+        /// The signal that reads Unknown.
+        unknown: String,
+    },
 }
 
 /// What the daemon should do.
@@ -176,7 +188,9 @@ impl fmt::Display for Decision {
             Decision::PreWarm { region, reason } => write!(f, "pre-warm {region}: {reason}"),
             Decision::ScaleBack { region, reason } => write!(f, "scale {region} back: {reason}"),
             Decision::Nothing(hold) => match hold {
-                Hold::AllHealthy => f.write_str("nothing to do: no region is failing"),
+                Hold::AllHealthy => f.write_str(
+                    "nothing to do: the writer's region is healthy and no region has failed",
+                ),
                 Hold::WriterSuspect { region, since } => write!(
                     f,
                     "watching: the writer's region {region} is suspect since {since}; both signals must agree for the whole failure window"
@@ -202,6 +216,14 @@ impl fmt::Display for Decision {
                 ),
                 Hold::WriterUnknown => f.write_str(
                     "the writer's region is unknown: no region answered DescribeGlobalClusters",
+                ),
+                Hold::CannotConfirm {
+                    region,
+                    since,
+                    unknown,
+                } => write!(
+                    f,
+                    "ALERT: the writer's region {region} is suspect since {since}, but {unknown} cannot be read, so two signals cannot agree and dr will not fail over by itself; check {region} and fail over by hand if it is down (`dr failover --to ...`; runbooks/break-glass-route53.md)"
                 ),
             },
         }
@@ -286,6 +308,24 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
             }
         }
         RegionHealth::Suspect { since } => {
+            let unknown = writer_view.and_then(|w| w.tracker.last).and_then(|last| {
+                if last.route53 == super::health::Observation::Unknown {
+                    Some("Route53's health check")
+                } else if last.probe == super::health::Observation::Unknown {
+                    Some("dr's own probe")
+                } else {
+                    None
+                }
+            });
+            if let Some(unknown) = unknown
+                && now.since(since) >= policy.failure_window
+            {
+                return Decision::Nothing(Hold::CannotConfirm {
+                    region: writer.clone(),
+                    since,
+                    unknown: unknown.to_string(),
+                });
+            }
             if policy.pre_warm
                 && !situation.automation.paused
                 && cooldown_until.is_none()
@@ -405,6 +445,7 @@ mod tests {
             rpo_budget: Duration::from_secs(300),
             cooldown: Duration::from_secs(3600),
             pre_warm: true,
+            failure_window: Duration::from_secs(300),
         }
     }
 
@@ -509,6 +550,32 @@ mod tests {
             decide(&recovered, &policy(), NOW),
             Decision::ScaleBack { .. }
         ));
+    }
+
+    #[test]
+    fn a_writer_suspect_past_the_window_with_a_blind_signal_raises_an_alert() {
+        let view = RegionView {
+            tracker: tracker(
+                "east",
+                40,
+                Signals {
+                    route53: crate::core::health::Observation::Unknown,
+                    probe: U,
+                },
+            ),
+            priority: 1,
+            lag: None,
+        };
+        let s = situation(vec![view, healthy("west", 2)]);
+        let decision = decide(&s, &policy(), Timestamp(7 * MIN));
+        assert!(
+            matches!(decision, Decision::Nothing(Hold::CannotConfirm { .. })),
+            "{decision:?}"
+        );
+        assert!(decision.to_string().contains("fail over by hand"));
+        // Inside the window it is only suspect (and worth a pre-warm).
+        let decision = decide(&s, &policy(), Timestamp(2 * MIN));
+        assert!(matches!(decision, Decision::PreWarm { .. }), "{decision:?}");
     }
 
     #[test]

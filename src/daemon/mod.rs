@@ -68,6 +68,7 @@ impl DaemonSettings {
                 rpo_budget: config.plan.rpo_budget,
                 cooldown: d.cooldown,
                 pre_warm: pre_warm.unwrap_or(d.pre_warm),
+                failure_window: d.failure_window,
             },
             lag_alert: d.lag_alert,
         }

@@ -265,7 +265,9 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
     let mut alerts: Vec<String> = Vec::new();
     for (_, decision) in &input.decisions {
         if let Decision::Nothing(
-            Hold::NoHealthyTarget { .. } | Hold::FailedRegionNotWriter { .. },
+            Hold::NoHealthyTarget { .. }
+            | Hold::FailedRegionNotWriter { .. }
+            | Hold::CannotConfirm { .. },
         ) = decision
         {
             let text = decision.to_string();

@@ -35,6 +35,52 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens the store at `path`, creating it (and its folder) if it does not exist.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        if !path.exists() {
+            Self::create_atomically(path)?;
+        }
+        Self::open_existing(path)
+    }
+
+    /// Creates a complete, empty store at `path` without ever showing a half-made file: it is
+    /// built under a temporary name and linked into place only if nothing is there yet. Two
+    /// processes starting at once both end up opening the one that won.
+    fn create_atomically(path: &Path) -> Result<(), StoreError> {
+        let io = |detail: String| StoreError::Io {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| io(format!("cannot create its folder: {e}")))?;
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        static CREATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CREATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        name.push(format!(".new-{}-{n}", std::process::id()));
+        let fresh = path.with_file_name(name);
+        let _ = std::fs::remove_file(&fresh);
+        {
+            let mut builder = Database::builder();
+            builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+            let db = builder
+                .create(&fresh)
+                .map_err(|e| io(format!("cannot create it: {e}")))?;
+            let store = RedbStore {
+                db,
+                path: fresh.clone(),
+            };
+            store.initialise()?;
+        }
+        let linked = std::fs::hard_link(&fresh, path);
+        let _ = std::fs::remove_file(&fresh);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(err) => Err(io(format!("cannot put it in place: {err}"))),
+        }
+    }
+
+    fn open_existing(path: &Path) -> Result<RedbStore, StoreError> {
         let damaged = |detail: String| StoreError::Damaged {
             path: path.to_path_buf(),
             detail,
@@ -43,30 +89,17 @@ impl RedbStore {
             path: path.to_path_buf(),
             detail,
         };
-        let exists = path.exists();
-        if exists {
-            let mut head = [0u8; 4];
-            let mut file =
-                std::fs::File::open(path).map_err(|e| io(format!("cannot read it: {e}")))?;
-            let read = file
-                .read(&mut head)
-                .map_err(|e| io(format!("cannot read it: {e}")))?;
-            if read < MAGIC.len() || head != MAGIC {
-                return Err(damaged("it does not start with redb's header".into()));
-            }
-        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| io(format!("cannot create its folder: {e}")))?;
+        let mut head = [0u8; 4];
+        let mut file = std::fs::File::open(path).map_err(|e| io(format!("cannot read it: {e}")))?;
+        let read = file
+            .read(&mut head)
+            .map_err(|e| io(format!("cannot read it: {e}")))?;
+        if read < MAGIC.len() || head != MAGIC {
+            return Err(damaged("it does not start with redb's header".into()));
         }
         let mut builder = Database::builder();
         builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if exists {
-                builder.open(path)
-            } else {
-                builder.create(path)
-            }
-        }));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open(path)));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(err)))) => {
@@ -79,11 +112,7 @@ impl RedbStore {
             db,
             path: path.to_path_buf(),
         };
-        if exists {
-            store.check_schema()?;
-        } else {
-            store.initialise()?;
-        }
+        store.check_schema()?;
         Ok(store)
     }
 
@@ -503,6 +532,23 @@ mod tests {
             *byte ^= 0x5a;
         }
         assert_refused_untouched(&scribbled);
+    }
+
+    #[test]
+    fn processes_that_create_the_store_at_once_all_open_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || RedbStore::open(&path).map(|_| ()))
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap().unwrap();
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary files were left behind");
     }
 
     #[test]
