@@ -183,16 +183,25 @@ pub struct ControlArgs {
     pub actor: String,
 }
 
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 /// Arguments of `dr daemon`.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
     /// Log format: `text` or `json` (structured, one object per line).
     #[arg(long, default_value = "text")]
     pub log_format: String,
-    /// Pre-warm the target while the writer's region is suspect: `on` or `off` (default: the
-    /// config's detection.pre_warm).
-    #[arg(long)]
-    pub pre_warm: Option<String>,
+    /// Pre-warm the target while the writer's region is suspect (default: the config's
+    /// detection.pre_warm).
+    #[arg(long, value_enum)]
+    pub pre_warm: Option<Switch>,
 }
 
 /// Arguments of `dr drill`.
@@ -207,10 +216,10 @@ pub struct DrillArgs {
     /// Seed of the simulated durations (default: the scenario's, else the config's).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Pre-warm the target while the writer is suspect: `on` or `off` (default: the
-    /// scenario's, else the config's detection.pre_warm). Daemon scenarios only.
-    #[arg(long)]
-    pub pre_warm: Option<String>,
+    /// Pre-warm the target while the writer is suspect (default: the scenario's, else the
+    /// config's detection.pre_warm). Daemon scenarios only.
+    #[arg(long, value_enum)]
+    pub pre_warm: Option<Switch>,
 }
 
 /// `dr sim` subcommands.
@@ -1200,16 +1209,7 @@ fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
 
 async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
     init_logging(&args.log_format, "info")?;
-    let pre_warm = match args.pre_warm.as_deref() {
-        None => None,
-        Some("on") => Some(true),
-        Some("off") => Some(false),
-        Some(other) => {
-            return Err(CliError::bad_input(format!(
-                "--pre-warm is `on` or `off`, not `{other}`"
-            )));
-        }
-    };
+    let pre_warm = args.pre_warm.map(|switch| switch == Switch::On);
     let store = open_store(&config)?;
     let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
     let (providers, clock, _) = backend(&config)?;
@@ -1289,16 +1289,7 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
         scenario::load(&args.scenario).map_err(|e| CliError::bad_input(e.to_string()))?;
     let runtime = drill::runtime()
         .map_err(|e| CliError::new(exit::INTERNAL, format!("cannot start the runtime: {e}")))?;
-    let pre_warm = match args.pre_warm.as_deref() {
-        None => None,
-        Some("on") => Some(true),
-        Some("off") => Some(false),
-        Some(other) => {
-            return Err(CliError::bad_input(format!(
-                "--pre-warm is `on` or `off`, not `{other}`"
-            )));
-        }
-    };
+    let pre_warm = args.pre_warm.map(|switch| switch == Switch::On);
     let options = DrillOptions {
         serial: args.serial,
         seed: args.seed,
