@@ -4,6 +4,7 @@
 //! `provider` talks to AWS or the simulator, `store` keeps the checkpoint log, `engine` carries
 //! plans out, `drill` runs scenarios, and `cli` is the `dr` command. See ARCHITECTURE.md.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod core;
 pub mod daemon;
 pub mod drill;
 pub mod engine;
+pub mod notify;
 pub mod provider;
 pub mod store;

@@ -588,7 +588,13 @@ fn holder() -> Holder {
 async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) -> CliResult {
     let to = region(config, &args.to)?;
     let store = open_store(config)?;
-    let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
+    let lock = match ExecutorLock::acquire(&config.store_path, &holder()) {
+        Ok(lock) => lock,
+        Err(LockError::Held { holder }) if holder.contains(" daemon") => {
+            return start_via_api(config, &args, kind, json, &holder).await;
+        }
+        Err(err) => return Err(err.into()),
+    };
     if let Some(active) = store.active_run()? {
         let status = store
             .load_run(&active)?
@@ -649,6 +655,132 @@ async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) ->
         );
     }
     execute_foreground(&engine, store.as_ref(), &id, json, lock).await
+}
+
+/// Starts a run through the daemon's API and follows it until it finishes or needs an operator.
+async fn start_via_api(
+    config: &Config,
+    args: &RunArgs,
+    kind: RunKind,
+    json: bool,
+    holder: &str,
+) -> CliResult {
+    let base =
+        std::env::var("DR_API_URL").unwrap_or_else(|_| format!("http://{}", config.api_listen));
+    let token = std::env::var("DR_API_TOKEN").map_err(|_| {
+        CliError::refused(format!(
+            "the daemon {holder} carries out runs on this store; set DR_API_TOKEN to a token with the operate role so this command goes through its API at {base}"
+        ))
+    })?;
+    if !args.dry_run {
+        confirm(
+            &format!("{kind} to {} through the daemon's API at {base}.", args.to),
+            &args.to,
+            args.yes,
+        )?;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| CliError::new(exit::INTERNAL, e.to_string()))?;
+    let path = match kind {
+        RunKind::Failover => "failover",
+        RunKind::Switchover => "switchover",
+    };
+    let body = serde_json::json!({ "to": args.to, "from": args.from, "reason": args.reason, "dry_run": args.dry_run });
+    let response = client
+        .post(format!("{base}/api/v1/{path}"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| CliError::refused(format!("cannot reach the daemon's API at {base}: {e}")))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if status != reqwest::StatusCode::ACCEPTED {
+        let message = answer
+            .get("error")
+            .and_then(|v| v.as_str())
+            .unwrap_or("no message")
+            .to_string();
+        let code = match status.as_u16() {
+            400 | 413 | 422 => exit::BAD_INPUT,
+            _ => exit::REFUSED,
+        };
+        return Err(CliError::new(
+            code,
+            format!("the daemon's API answered {status}: {message}"),
+        ));
+    }
+    let id = answer
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if !json {
+        eprintln!(
+            "run {id}: started through the daemon's API; following it (Ctrl-C stops following, not the run)"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3600);
+    let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+    loop {
+        let run: serde_json::Value = client
+            .get(format!("{base}/api/v1/runs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| CliError::refused(format!("lost the daemon's API at {base}: {e}")))?
+            .json()
+            .await
+            .unwrap_or_default();
+        for step in run
+            .get("steps")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = step["name"].as_str().unwrap_or("").to_string();
+            let status = step["status"]["status"].as_str().unwrap_or("").to_string();
+            if seen.get(&name) != Some(&status) && !json {
+                let summary = step["summary"]
+                    .as_str()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                eprintln!("{name}: {status}{summary}");
+            }
+            seen.insert(name, status);
+        }
+        let run_status = run["status"]["status"].as_str().unwrap_or("");
+        let finished = match run_status {
+            "finished" => Some(
+                if matches!(
+                    run["status"]["outcome"].as_str(),
+                    Some("succeeded" | "degraded")
+                ) {
+                    exit::OK
+                } else {
+                    exit::RUN_FAILED
+                },
+            ),
+            "awaiting-approval" | "stopped" | "paused" => Some(exit::NEEDS_OPERATOR),
+            _ => None,
+        };
+        if let Some(code) = finished {
+            if json {
+                print_json(&run);
+            } else {
+                eprintln!("run {id}: {}", run["status"]);
+            }
+            return Ok(code);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::refused(format!(
+                "run {id} is still going after an hour; follow it with `dr status`"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn engine(
@@ -1210,21 +1342,51 @@ fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
 async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
     init_logging(&args.log_format, "info")?;
     let pre_warm = args.pre_warm.map(|switch| switch == Switch::On);
+    let tokens = crate::api::auth::Tokens::from_env()
+        .map_err(|e| CliError::bad_input(format!("API tokens: {e}")))?;
+    let sinks = crate::notify::Sinks::from_env()
+        .map_err(|e| CliError::bad_input(format!("notifications: {e}")))?;
     let store = open_store(&config)?;
     let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
     let (providers, clock, _) = backend(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|e| {
+            CliError::refused(format!(
+                "cannot serve the API on {} ({e}); free the port or set [api] listen",
+                config.api_listen
+            ))
+        })?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens are configured (DR_API_TOKENS_FILE or DR_API_TOKENS): the API answers 401 to everything but /health, /ready and /metrics"
+        );
+    }
+    if sinks.is_empty() {
+        tracing::warn!(
+            "no notification webhooks are configured (DR_SLACK_WEBHOOK_URL, DR_PAGERDUTY_ROUTING_KEY)"
+        );
+    }
+    let (notifier, _delivery) =
+        crate::notify::Notifier::start(sinks, crate::notify::Retry::default());
     let engine = Engine {
         store,
         providers,
         clock,
-        progress: Arc::new(crate::engine::Silent),
+        progress: Arc::new(crate::notify::Fanout(vec![Arc::new(notifier)])),
         settings: EngineSettings {
             probe_timeout: config.plan.verify.probe_timeout,
             ..EngineSettings::default()
         },
     };
     let settings = crate::daemon::DaemonSettings::from_config(&config, pre_warm);
-    let daemon = crate::daemon::Daemon::new(config, engine, settings);
+    let daemon = crate::daemon::Daemon::new(config.clone(), engine.clone(), settings);
+    let state = crate::api::ApiState {
+        config: Arc::new(config),
+        engine,
+        daemon: daemon.handle(),
+        tokens: Arc::new(tokens),
+    };
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -1232,10 +1394,22 @@ async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
         tracing::info!("signal received: stopping at the next checkpoint");
         signals.cancel();
     });
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(address = %address, "serving the API, the status page and /metrics");
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, crate::api::app(state))
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+    });
     daemon
         .run(shutdown)
         .await
         .map_err(|e| CliError::new(exit::STORE_DAMAGED, e.to_string()))?;
+    let _ = server.await;
     drop(lock);
     Ok(exit::OK)
 }

@@ -95,6 +95,8 @@ pub struct Config {
     pub topology: Topology,
     /// Simulator settings.
     pub sim: SimSettings,
+    /// Where the daemon serves its HTTP API.
+    pub api_listen: std::net::SocketAddr,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +113,8 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     sim: RawSim,
+    #[serde(default)]
+    api: RawApi,
     #[serde(default)]
     region: Vec<Spanned<RawRegion>>,
 }
@@ -166,6 +170,12 @@ struct RawDns {
     record_name: Spanned<String>,
     record_type: Option<Spanned<String>>,
     ttl: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -485,7 +495,17 @@ impl Checker<'_> {
             None => self.resolve("dr-store.redb"),
             Some(p) => self.resolve(&self.non_empty(p, "store_path")?),
         };
+        let api_listen = match &raw.api.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(text) => text.get_ref().parse().map_err(|_| {
+                self.at(text, "api.listen", format!(
+                    "`{}` is not an address and port such as \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
+                    text.get_ref()
+                ))
+            })?,
+        };
         Ok(Config {
+            api_listen,
             path: self.path.to_path_buf(),
             backend: raw.backend.map(|b| *b.get_ref()).unwrap_or(Backend::Sim),
             store_path,

@@ -113,6 +113,27 @@ pub struct DaemonStatus {
     pub prewarmed: Option<RegionName>,
     /// Automation switches.
     pub automation: Automation,
+    /// The unfinished run, if any.
+    pub active_run: Option<RunId>,
+    /// When the cooldown after the last failover ends, if it is in force.
+    pub cooldown_until: Option<Timestamp>,
+}
+
+/// What the daemon shares with the HTTP API in its process: its latest status (every tick), a
+/// way to make it tick at once (after an operator action), and whether it has ticked yet.
+#[derive(Clone, Default)]
+pub struct DaemonHandle {
+    /// The status of the last tick.
+    pub live: Arc<std::sync::RwLock<Option<DaemonStatus>>>,
+    /// Wakes the loop for an immediate tick.
+    pub nudge: Arc<tokio::sync::Notify>,
+}
+
+impl DaemonHandle {
+    /// The status of the last tick, if any.
+    pub fn status(&self) -> Option<DaemonStatus> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The watching daemon.
@@ -131,6 +152,7 @@ pub struct Daemon {
     last_decision: Option<Decision>,
     last_published: Option<Timestamp>,
     actor: Actor,
+    handle: DaemonHandle,
 }
 
 impl Daemon {
@@ -157,7 +179,13 @@ impl Daemon {
             last_decision: None,
             last_published: None,
             actor: Actor::new("daemon"),
+            handle: DaemonHandle::default(),
         }
+    }
+
+    /// The handle the HTTP API uses.
+    pub fn handle(&self) -> DaemonHandle {
+        self.handle.clone()
     }
 
     fn clock(&self) -> Arc<dyn Clock> {
@@ -177,8 +205,10 @@ impl Daemon {
                 tracing::error!(error = %err, "tick failed; retrying at the next poll");
             }
             let wait = next.since(clock.now());
+            let nudge = self.handle.nudge.clone();
             tokio::select! {
                 _ = clock.sleep(wait) => {}
+                _ = nudge.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -357,6 +387,7 @@ impl Daemon {
         {
             self.continue_if_unblocked(run)?;
         }
+        let last_failover_at = self.last_failover_at()?;
         let situation = Situation {
             regions: regions
                 .iter()
@@ -368,7 +399,7 @@ impl Daemon {
                 .collect(),
             writer: self.writer.clone(),
             active_run,
-            last_failover_at: self.last_failover_at()?,
+            last_failover_at,
             automation: automation.clone(),
             prewarmed: self.prewarmed.clone(),
         };
@@ -390,11 +421,29 @@ impl Daemon {
         }
         self.act(&decision, now)?;
         self.last_decision = Some(decision.clone());
+        let cooldown_until = last_failover_at
+            .map(|at| at.plus(self.settings.policy.cooldown))
+            .filter(|until| {
+                *until > now
+                    && automation
+                        .cooldown_cleared_at
+                        .is_none_or(|c| Some(c) < last_failover_at)
+            });
+        let status = self.status(
+            &decision,
+            &automation,
+            now,
+            situation.active_run.clone(),
+            cooldown_until,
+        );
+        *self.handle.live.write().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
         let due = self
             .last_published
             .is_none_or(|at| now.since(at) >= Duration::from_secs(60));
         if changed || due {
-            self.publish(&decision, &automation, now)?;
+            let json = serde_json::to_string(&status).unwrap_or_default();
+            self.engine.store.put_daemon_status(&json)?;
+            self.last_published = Some(now);
         }
         Ok(decision)
     }
@@ -537,13 +586,15 @@ impl Daemon {
         Ok(())
     }
 
-    fn publish(
-        &mut self,
+    fn status(
+        &self,
         decision: &Decision,
         automation: &Automation,
         now: Timestamp,
-    ) -> Result<(), DaemonError> {
-        let status = DaemonStatus {
+        active_run: Option<RunId>,
+        cooldown_until: Option<Timestamp>,
+    ) -> DaemonStatus {
+        DaemonStatus {
             at: now,
             pid: std::process::id(),
             writer: self.writer.clone(),
@@ -575,11 +626,9 @@ impl Daemon {
             reason: decision.to_string(),
             prewarmed: self.prewarmed.clone(),
             automation: automation.clone(),
-        };
-        let json = serde_json::to_string(&status).unwrap_or_default();
-        self.engine.store.put_daemon_status(&json)?;
-        self.last_published = Some(now);
-        Ok(())
+            active_run,
+            cooldown_until,
+        }
     }
 }
 

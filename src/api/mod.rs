@@ -1,0 +1,650 @@
+//! The daemon's HTTP surface: `/api/v1` for status, runs and operator actions, `/health` and
+//! `/ready` for Kubernetes, `/metrics` for Prometheus, and the status page at `/`.
+//!
+//! `app(state) -> Router` holds every route; tests drive it with `oneshot`. Handlers only parse,
+//! authorize and call the same store, engine and daemon functions the CLI uses; one `ApiError`
+//! maps failures to deliberate statuses and never shows internals.
+
+pub mod auth;
+mod metrics;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::core::ids::{Actor, RegionName, RunId, StepName};
+use crate::core::plan::{PlanRequest, RunKind};
+use crate::core::run::Trigger;
+use crate::daemon::DaemonHandle;
+use crate::engine::{Engine, EngineError, NewRun, control, new_run_id};
+use crate::store::{StoreError, StoredRun};
+use auth::{Role, Tokens};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The deployment.
+    pub config: Arc<Config>,
+    /// Store, providers and clock, through the engine.
+    pub engine: Engine,
+    /// The daemon in this process.
+    pub daemon: DaemonHandle,
+    /// Who may call.
+    pub tokens: Arc<Tokens>,
+}
+
+impl ApiState {
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.engine.clock.clone()
+    }
+}
+
+/// An error as the API answers it: a status and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({
+            "error": self.message,
+            "status": self.status.as_u16(),
+        }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match &err {
+            StoreError::RunActive { .. } | StoreError::DuplicateRun(_) => {
+                ApiError::new(StatusCode::CONFLICT, err.to_string())
+            }
+            StoreError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
+            StoreError::Refused(_) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+            StoreError::Damaged { .. }
+            | StoreError::Io { .. }
+            | StoreError::UnsupportedVersion { .. } => {
+                tracing::error!(error = %err, "store error in the API");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store cannot be used; see the daemon's log",
+                )
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Store(err) => err.into(),
+            EngineError::Plan(err) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+            }
+            EngineError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
+        }
+    }
+}
+
+/// A JSON body whose rejections are `ApiError`s: malformed JSON, wrong types and unknown fields
+/// are 400, a missing content type 415, a body over the limit 413.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed JSON: {}", e.body_text()),
+                ),
+                JsonRejection::JsonDataError(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body does not fit the request: {}", e.body_text()),
+                ),
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                JsonRejection::BytesRejection(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over {MAX_BODY_BYTES} bytes"),
+                ),
+                other => ApiError::new(StatusCode::BAD_REQUEST, other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The authenticated caller.
+pub struct Caller {
+    /// The token's name: the actor in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor::new(format!("api:{}", self.name))
+    }
+
+    fn must_operate(&self) -> Result<(), ApiError> {
+        if self.role == Role::Operate {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "token `{}` may only read; actions need a token with the operate role",
+                    self.name
+                ),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, message);
+        if state.tokens.is_empty() {
+            return Err(unauthorized(
+                "no API tokens are configured on the daemon; set DR_API_TOKENS_FILE or DR_API_TOKENS",
+            ));
+        }
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("send a token: Authorization: Bearer <token>"))?;
+        let token = state
+            .tokens
+            .find(presented.trim())
+            .ok_or_else(|| unauthorized("the token is not valid"))?;
+        Ok(Caller {
+            name: token.name.clone(),
+            role: token.role,
+        })
+    }
+}
+
+/// Every route.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/failover", post(failover))
+        .route("/api/v1/switchover", post(switchover))
+        .route("/api/v1/runs/{id}/approve", post(approve))
+        .route("/api/v1/runs/{id}/abort", post(abort))
+        .route("/api/v1/runs/{id}/resume", post(resume))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/unpause", post(unpause))
+        .route("/api/v1/ack", post(ack))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; the API is under /api/v1",
+    )
+}
+
+async fn page() -> impl IntoResponse {
+    // The page holds no data: it reads the token from the URL fragment (never sent to the
+    // server) and calls the authenticated API.
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Html(include_str!("page.html")),
+    )
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let store_ok = state.engine.store.active_run().is_ok();
+    let ticked = state.daemon.status().is_some();
+    let body = serde_json::json!({ "store": store_ok, "watching": ticked });
+    if store_ok && ticked {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let text = metrics::render(&state)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn status(
+    State(state): State<ApiState>,
+    _caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let daemon = state.daemon.status();
+    let automation = state.engine.store.automation()?;
+    let active = match state.engine.store.active_run()? {
+        Some(id) => state.engine.store.load_run(&id)?.map(|r| run_json(&r)),
+        None => None,
+    };
+    Ok(Json(serde_json::json!({
+        "now": state.clock().now(),
+        "writer": daemon.as_ref().and_then(|d| d.writer.clone()),
+        "regions": daemon.as_ref().map(|d| d.regions.clone()).unwrap_or_default(),
+        "decision": daemon.as_ref().map(|d| d.decision.clone()),
+        "reason": daemon.as_ref().map(|d| d.reason.clone()),
+        "observed_at": daemon.as_ref().map(|d| d.at),
+        "automation": automation,
+        "cooldown_until": daemon.as_ref().and_then(|d| d.cooldown_until),
+        "prewarmed": daemon.as_ref().and_then(|d| d.prewarmed.clone()),
+        "active_run": active,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = query.limit.unwrap_or(20).min(500);
+    let mut out = Vec::new();
+    for header in state.engine.store.list_runs(limit)? {
+        if let Some(stored) = state.engine.store.load_run(&header.id)? {
+            out.push(run_json(&stored));
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn run(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = RunId::new(id);
+    let stored = state
+        .engine
+        .store
+        .load_run(&id)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("there is no run {id}")))?;
+    let mut value = run_json(&stored);
+    value["audit"] =
+        serde_json::to_value(state.engine.store.audit(Some(&id), 1000)?).unwrap_or_default();
+    Ok(Json(value))
+}
+
+/// A run as the API shows it: header, status, and each step with its times.
+pub fn run_json(run: &StoredRun) -> serde_json::Value {
+    let state = run.state().ok();
+    let steps: Vec<serde_json::Value> = state
+        .as_ref()
+        .map(|s| {
+            run.header
+                .plan
+                .steps
+                .iter()
+                .filter_map(|planned| {
+                    let step = s.steps.get(&planned.name)?;
+                    Some(serde_json::json!({
+                        "name": planned.name,
+                        "after": planned.after,
+                        "status": step.status,
+                        "attempts": step.attempts,
+                        "started_at": step.started_at,
+                        "finished_at": step.finished_at,
+                        "summary": step.outcome.as_ref().map(|o| o.summary.clone()),
+                    }))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "id": run.header.id,
+        "kind": run.header.kind,
+        "from": run.header.plan.request.from,
+        "to": run.header.plan.request.to,
+        "trigger": run.header.trigger,
+        "dry_run": run.header.dry_run,
+        "created_at": run.header.created_at,
+        "status": state.as_ref().map(|s| s.status()),
+        "steps": steps,
+    })
+}
+
+/// Body of failover and switchover.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// Target region.
+    pub to: String,
+    /// Writer's region (default: as the daemon last read it).
+    pub from: Option<String>,
+    /// Why, for the audit log.
+    pub reason: String,
+    /// Print mutations instead of making them.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Body of the other actions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why, for the audit log.
+    pub reason: String,
+    /// The step (approve).
+    pub step: Option<String>,
+}
+
+fn reason_of(reason: &str) -> Result<String, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`reason` must not be empty: it goes into the audit log",
+        ));
+    }
+    Ok(reason.to_string())
+}
+
+fn region_of(state: &ApiState, name: &str, field: &str) -> Result<RegionName, ApiError> {
+    let region = RegionName::new(name);
+    if state.config.topology.region(&region).is_none() {
+        let known: Vec<String> = state
+            .config
+            .topology
+            .region_names()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "`{field}`: region `{name}` is not in the config; known regions: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(region)
+}
+
+async fn start(
+    state: ApiState,
+    caller: Caller,
+    body: StartRequest,
+    kind: RunKind,
+) -> Result<Response, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    let to = region_of(&state, &body.to, "to")?;
+    let from = match &body.from {
+        Some(from) => region_of(&state, from, "from")?,
+        None => state
+            .daemon
+            .status()
+            .and_then(|s| s.writer)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the writer's region is not known yet; name it with `from`",
+                )
+            })?,
+    };
+    let now = state.clock().now();
+    let header = state.engine.create_run(
+        &state.config.topology,
+        &state.config.plan,
+        NewRun {
+            id: new_run_id(now),
+            request: PlanRequest { from, to, kind },
+            trigger: Trigger::Manual {
+                actor: caller.actor(),
+            },
+            actor: caller.actor(),
+            reason,
+            dry_run: body.dry_run,
+        },
+    )?;
+    // The daemon carries the run out; wake it instead of waiting for the next poll.
+    state.daemon.nudge.notify_one();
+    let stored = state
+        .engine
+        .store
+        .load_run(&header.id)?
+        .ok_or_else(|| StoreError::NoSuchRun(header.id.clone()))?;
+    Ok((StatusCode::ACCEPTED, Json(run_json(&stored))).into_response())
+}
+
+async fn failover(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<StartRequest>,
+) -> Result<Response, ApiError> {
+    start(state, caller, body, RunKind::Failover).await
+}
+
+async fn switchover(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<StartRequest>,
+) -> Result<Response, ApiError> {
+    start(state, caller, body, RunKind::Switchover).await
+}
+
+fn existing_run(state: &ApiState, id: String) -> Result<RunId, ApiError> {
+    let id = RunId::new(id);
+    if state.engine.store.load_run(&id)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no run {id}"),
+        ));
+    }
+    Ok(id)
+}
+
+fn acted(state: &ApiState, run: &RunId) -> Result<Json<serde_json::Value>, ApiError> {
+    state.daemon.nudge.notify_one();
+    let stored = state
+        .engine
+        .store
+        .load_run(run)?
+        .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
+    Ok(Json(run_json(&stored)))
+}
+
+async fn approve(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    let step = match &body.step {
+        Some(name) => Some(StepName::parse(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`step`: `{name}` is not a step"),
+            )
+        })?),
+        None => None,
+    };
+    let run = existing_run(&state, id)?;
+    control::approve(
+        state.engine.store.as_ref(),
+        &run,
+        step,
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+    )?;
+    acted(&state, &run)
+}
+
+async fn abort(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    let run = existing_run(&state, id)?;
+    // The daemon in this process is the executor: it finishes the run at its next turn.
+    let executor_running = state.daemon.status().is_some();
+    control::abort(
+        state.engine.store.as_ref(),
+        &run,
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+        executor_running,
+    )?;
+    acted(&state, &run)
+}
+
+async fn resume(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    let run = existing_run(&state, id)?;
+    control::resume(
+        state.engine.store.as_ref(),
+        &run,
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+    )?;
+    acted(&state, &run)
+}
+
+#[derive(Serialize)]
+struct AutomationAnswer {
+    automation: crate::core::decision::Automation,
+    paused_run: Option<RunId>,
+}
+
+async fn pause(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<AutomationAnswer>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    let run = crate::daemon::pause_automation(
+        state.engine.store.as_ref(),
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+    )?;
+    state.daemon.nudge.notify_one();
+    Ok(Json(AutomationAnswer {
+        automation: state.engine.store.automation()?,
+        paused_run: run,
+    }))
+}
+
+async fn unpause(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<AutomationAnswer>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    crate::daemon::unpause_automation(
+        state.engine.store.as_ref(),
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+    )?;
+    state.daemon.nudge.notify_one();
+    Ok(Json(AutomationAnswer {
+        automation: state.engine.store.automation()?,
+        paused_run: None,
+    }))
+}
+
+async fn ack(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<AutomationAnswer>, ApiError> {
+    caller.must_operate()?;
+    let reason = reason_of(&body.reason)?;
+    crate::daemon::ack_cooldown(
+        state.engine.store.as_ref(),
+        &caller.actor(),
+        &reason,
+        state.clock().now(),
+    )?;
+    state.daemon.nudge.notify_one();
+    Ok(Json(AutomationAnswer {
+        automation: state.engine.store.automation()?,
+        paused_run: None,
+    }))
+}
+
+/// A header map with a bearer token, for clients and tests.
+pub fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    headers
+}

@@ -1,0 +1,573 @@
+//! The HTTP API with `oneshot` on the router: every endpoint, every error status, bad input that
+//! changes nothing in the store, 50 concurrent failover requests, and one test over a real socket.
+
+mod common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use dr::api::auth::Tokens;
+use dr::api::{ApiState, app};
+use dr::daemon::{Daemon, DaemonSettings};
+use dr::engine::Engine;
+use dr::store::{RedbStore, Store};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const OPERATE: &str = "alice-operate-secret-0001";
+const READ: &str = "grafana-read-secret-00002";
+
+struct Api {
+    router: Router,
+    store: Arc<dyn Store>,
+    engine: Engine,
+    sim: Arc<dr::provider::sim::SimProvider>,
+    _dir: tempfile::TempDir,
+}
+
+/// An API over a redb store and the in-memory simulator, after one daemon tick.
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::example_config(dir.path());
+    let (sim, clock) = common::sim(&config);
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("store.redb")).unwrap());
+    let engine = common::engine(store.clone(), &sim, &clock);
+    let mut daemon = Daemon::new(
+        config.clone(),
+        engine.clone(),
+        DaemonSettings::from_config(&config, None),
+    );
+    daemon.tick().await.unwrap();
+    let tokens = Tokens::parse(
+        &format!("alice:operate:{OPERATE}\ngrafana:read:{READ}\n"),
+        "test",
+    )
+    .unwrap();
+    let state = ApiState {
+        config: Arc::new(config),
+        engine: engine.clone(),
+        daemon: daemon.handle(),
+        tokens: Arc::new(tokens),
+    };
+    Api {
+        router: app(state),
+        store,
+        engine,
+        sim,
+        _dir: dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    text: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// Runs and audit lines, to prove a refused request changed nothing.
+    fn footprint(&self) -> (usize, usize, bool) {
+        (
+            self.store.list_runs(100).unwrap().len(),
+            self.store.audit(None, 10_000).unwrap().len(),
+            self.store.automation().unwrap().paused,
+        )
+    }
+}
+
+fn failover_body() -> String {
+    json!({ "to": "us-west-2", "reason": "east is down" }).to_string()
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics_need_no_token() {
+    let api = api().await;
+    let health = api.call("GET", "/health", None, None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    let ready = api.call("GET", "/ready", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let metrics = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for line in [
+        "route53_health_check_status{region=\"us-east-1\"} 1",
+        "dr_probe_status{region=\"us-west-2\"} 1",
+        "postgres_replication_lag_seconds{source=\"us-east-1\",target=\"us-west-2\"} 2",
+        "dr_region_state{region=\"us-east-1\",state=\"healthy\"} 1",
+        "dr_decision{decision=\"nothing:all-healthy\"} 1",
+        "dr_automation_paused 0",
+        "# TYPE dr_runs_total counter",
+    ] {
+        assert!(
+            metrics.text.contains(line),
+            "missing `{line}` in:\n{}",
+            metrics.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn ready_is_503_before_the_daemon_has_observed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::example_config(dir.path());
+    let (sim, clock) = common::sim(&config);
+    let store: Arc<dyn Store> = Arc::new(dr::store::MemoryStore::new());
+    let engine = common::engine(store, &sim, &clock);
+    let daemon = Daemon::new(
+        config.clone(),
+        engine.clone(),
+        DaemonSettings::from_config(&config, None),
+    );
+    let state = ApiState {
+        config: Arc::new(config),
+        engine,
+        daemon: daemon.handle(),
+        tokens: Arc::new(Tokens::default()),
+    };
+    let response = app(state)
+        .oneshot(Request::get("/ready").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_roles_enforced() {
+    let api = api().await;
+    assert_eq!(
+        api.call("GET", "/api/v1/status", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = api
+        .call(
+            "GET",
+            "/api/v1/status",
+            Some("alice-operate-secret-0002"),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.body["error"], "the token is not valid");
+    let status = api.call("GET", "/api/v1/status", Some(READ), None).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.body["writer"], "us-east-1");
+    assert_eq!(status.body["regions"].as_array().unwrap().len(), 2);
+    assert!(
+        status.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to do")
+    );
+    assert!(status.body.get("cooldown_until").is_some());
+    assert_eq!(status.body["automation"]["paused"], false);
+    let before = api.footprint();
+    let forbidden = api
+        .call(
+            "POST",
+            "/api/v1/failover",
+            Some(READ),
+            Some(&failover_body()),
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert!(
+        forbidden.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("operate role")
+    );
+    assert_eq!(api.footprint(), before);
+    // Unknown endpoints are JSON 404s.
+    let missing = api
+        .call("GET", "/api/v2/everything", Some(READ), None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body["error"].is_string());
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_status_and_changes_nothing() {
+    let api = api().await;
+    let before = api.footprint();
+    let huge = format!(
+        "{{\"to\":\"us-west-2\",\"reason\":\"{}\"}}",
+        "x".repeat(64 * 1024)
+    );
+    let cases: Vec<(&str, Option<String>, StatusCode)> = vec![
+        (
+            "malformed JSON",
+            Some("{\"to\": \"us-west-2\",".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong type",
+            Some(json!({ "to": 7, "reason": "x" }).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown field",
+            Some(json!({ "to": "us-west-2", "reason": "x", "force": true }).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "missing field",
+            Some(json!({ "to": "us-west-2" }).to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("huge body", Some(huge), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "unknown region",
+            Some(json!({ "to": "mars-west-9", "reason": "x" }).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "same region",
+            Some(json!({ "to": "us-east-1", "reason": "x" }).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "empty reason",
+            Some(json!({ "to": "us-west-2", "reason": "  " }).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let answer = api
+            .call("POST", "/api/v1/failover", Some(OPERATE), body.as_deref())
+            .await;
+        assert_eq!(answer.status, want, "{what}: {}", answer.text);
+        assert!(answer.body["error"].is_string(), "{what}: {}", answer.text);
+        assert_eq!(api.footprint(), before, "{what} changed the store");
+    }
+    // No content type.
+    let request = Request::post("/api/v1/failover")
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATE}"))
+        .body(Body::from(failover_body()))
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        api.call("GET", "/api/v1/runs?limit=many", Some(READ), None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(api.footprint(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_through_the_api_is_recorded_with_the_token_as_actor() {
+    let api = api().await;
+    let started = api
+        .call(
+            "POST",
+            "/api/v1/failover",
+            Some(OPERATE),
+            Some(&failover_body()),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_string();
+    assert_eq!(started.body["trigger"]["actor"], "api:alice");
+    let again = api
+        .call(
+            "POST",
+            "/api/v1/switchover",
+            Some(OPERATE),
+            Some(&failover_body()),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    let runs = api.call("GET", "/api/v1/runs", Some(READ), None).await;
+    assert_eq!(runs.body.as_array().unwrap().len(), 1);
+    let run = api
+        .call("GET", &format!("/api/v1/runs/{id}"), Some(READ), None)
+        .await;
+    assert_eq!(run.status, StatusCode::OK);
+    assert_eq!(run.body["steps"].as_array().unwrap().len(), 5);
+    let audit = run.body["audit"].as_array().unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["actor"] == "api:alice" && e["reason"] == "east is down")
+    );
+    assert_eq!(
+        api.call("GET", "/api/v1/runs/r-none", Some(READ), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // The engine carries it out (the daemon would); the API shows it finished.
+    let outcome = api
+        .engine
+        .execute(&dr::core::ids::RunId::new(&id), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        dr::engine::ExecOutcome::Finished(dr::core::run::RunOutcome::Succeeded)
+    );
+    let run = api
+        .call("GET", &format!("/api/v1/runs/{id}"), Some(READ), None)
+        .await;
+    assert_eq!(run.body["status"]["outcome"], "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn approve_abort_and_resume_act_on_runs() {
+    let api = api().await;
+    api.sim
+        .update(|w| w.set_lag(&"us-west-2".into(), std::time::Duration::from_secs(420)))
+        .unwrap()
+        .unwrap();
+    let started = api
+        .call(
+            "POST",
+            "/api/v1/failover",
+            Some(OPERATE),
+            Some(&failover_body()),
+        )
+        .await;
+    let id = started.body["id"].as_str().unwrap().to_string();
+    let run_id = dr::core::ids::RunId::new(&id);
+    // Nothing waits yet: approving is a conflict.
+    let early = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/approve"),
+            Some(OPERATE),
+            Some(r#"{"reason":"ok"}"#),
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.text);
+    let outcome = api
+        .engine
+        .execute(&run_id, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, dr::engine::ExecOutcome::Blocked(_)),
+        "{outcome:?}"
+    );
+    let bad_step = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/approve"),
+            Some(OPERATE),
+            Some(r#"{"reason":"ok","step":"promote"}"#),
+        )
+        .await;
+    assert_eq!(bad_step.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = api
+        .call(
+            "POST",
+            "/api/v1/runs/r-none/approve",
+            Some(OPERATE),
+            Some(r#"{"reason":"ok"}"#),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let approved = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/approve"),
+            Some(OPERATE),
+            Some(r#"{"reason":"accept 7m of loss"}"#),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    let resumed = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/resume"),
+            Some(OPERATE),
+            Some(r#"{"reason":"go"}"#),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text);
+    let aborted = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/abort"),
+            Some(OPERATE),
+            Some(r#"{"reason":"stand down"}"#),
+        )
+        .await;
+    assert_eq!(aborted.status, StatusCode::OK, "{}", aborted.text);
+    assert_eq!(aborted.body["status"]["status"], "aborting");
+    let again = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/resume"),
+            Some(OPERATE),
+            Some(r#"{"reason":"go"}"#),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn pause_unpause_and_ack_change_automation_and_are_audited() {
+    let api = api().await;
+    let paused = api
+        .call(
+            "POST",
+            "/api/v1/pause",
+            Some(OPERATE),
+            Some(r#"{"reason":"maintenance"}"#),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert!(api.store.automation().unwrap().paused);
+    let unpaused = api
+        .call(
+            "POST",
+            "/api/v1/unpause",
+            Some(OPERATE),
+            Some(r#"{"reason":"done"}"#),
+        )
+        .await;
+    assert_eq!(unpaused.status, StatusCode::OK);
+    assert!(!api.store.automation().unwrap().paused);
+    let acked = api
+        .call(
+            "POST",
+            "/api/v1/ack",
+            Some(OPERATE),
+            Some(r#"{"reason":"reviewed"}"#),
+        )
+        .await;
+    assert_eq!(acked.status, StatusCode::OK);
+    assert!(
+        api.store
+            .automation()
+            .unwrap()
+            .cooldown_cleared_at
+            .is_some()
+    );
+    let audit = api.store.audit(None, 100).unwrap();
+    for action in [
+        "automation paused",
+        "automation unpaused",
+        "cooldown cleared",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == action && e.actor.as_str() == "api:alice"),
+            "{action}"
+        );
+    }
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/pause",
+            Some(READ),
+            Some(r#"{"reason":"x"}"#)
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_simultaneous_failovers_start_exactly_one_run() {
+    let api = api().await;
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let router = api.router.clone();
+        handles.push(tokio::spawn(async move {
+            let request = Request::post("/api/v1/failover")
+                .header(header::AUTHORIZATION, format!("Bearer {OPERATE}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({ "to": "us-west-2", "reason": format!("request {i}") }).to_string(),
+                ))
+                .unwrap();
+            router.oneshot(request).await.unwrap().status()
+        }));
+    }
+    let mut accepted = 0;
+    let mut conflicts = 0;
+    for handle in handles {
+        match handle.await.unwrap() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::CONFLICT => conflicts += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((accepted, conflicts), (1, 49));
+    assert_eq!(api.store.list_runs(100).unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_over_a_real_socket() {
+    let api = api().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = api.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{address}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let status: Value = client
+        .get(format!("http://{address}/api/v1/status"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["writer"], "us-east-1");
+    let page = client
+        .get(format!("http://{address}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<title>dr status</title>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page must load no external assets"
+    );
+    server.abort();
+}
