@@ -738,3 +738,71 @@ fn pause_unpause_and_ack_act_through_the_store() {
     expect(&env.run(&["ack"]), 2, "needs --reason");
     let _ = stop(daemon);
 }
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn dr_failover_goes_through_the_daemons_api_when_a_daemon_holds_the_store() {
+    let env = Env::new(60);
+    let port = free_port();
+    let config = std::fs::read_to_string(env.path("dr.toml"))
+        .unwrap()
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    std::fs::write(env.path("dr.toml"), config).unwrap();
+    let operate = "oncall-operate-secret-0001";
+    let mut command = env.command(&["daemon"]);
+    command.env("DR_API_TOKENS", format!("oncall:operate:{operate}"));
+    let daemon = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's API did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Without a token the CLI says what to do.
+    expect(
+        &env.run(&["failover", "--to", "us-west-2", "--yes"]),
+        3,
+        "set DR_API_TOKEN",
+    );
+    // With a wrong one the API refuses it.
+    let mut wrong = env.command(&["failover", "--to", "us-west-2", "--yes"]);
+    wrong.env("DR_API_TOKEN", "not-the-right-secret-000");
+    expect(&wrong.output().unwrap(), 3, "401");
+    let mut right = env.command(&[
+        "failover",
+        "--to",
+        "us-west-2",
+        "--yes",
+        "--reason",
+        "planned drill",
+    ]);
+    right.env("DR_API_TOKEN", operate);
+    let out = right.output().unwrap();
+    expect(&out, 0, "started through the daemon's API");
+    assert!(
+        stderr(&out).contains("verify: succeeded"),
+        "{}",
+        stderr(&out)
+    );
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["trigger"]["actor"], "api:oncall");
+    assert_eq!(runs[0]["status"]["outcome"], "succeeded");
+    let _ = stop(daemon);
+}
