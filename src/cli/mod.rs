@@ -111,6 +111,16 @@ pub enum Command {
     Ack(ControlArgs),
     /// Watch every region and fail over automatically when the writer's region fails.
     Daemon(DaemonArgs),
+    /// Ask a running daemon's /health (or /ready): exit 0 if it answers 200, 1 otherwise. For
+    /// container health checks: needs no shell tools.
+    Healthcheck {
+        /// Ask /ready (the daemon has observed and its store answers) instead of /health.
+        #[arg(long)]
+        ready: bool,
+        /// The daemon's base URL (default: from [api] listen in the config).
+        #[arg(long, env = "DR_API_URL")]
+        url: Option<String>,
+    },
     /// Skip a failed, interrupted or gated step (audited; a reason is required).
     Skip {
         /// The step.
@@ -412,6 +422,7 @@ async fn dispatch(config: Config, command: Command, json: bool) -> CliResult {
         Command::Unpause(args) => unpause(&config, args),
         Command::Ack(args) => ack(&config, args),
         Command::Daemon(args) => daemon(config, args).await,
+        Command::Healthcheck { ready, url } => healthcheck(&config, ready, url).await,
         Command::Skip { step, control } => skip(&config, step, control, json),
         Command::Sim(command) => sim(&config, command, json),
         Command::Validate { .. } | Command::Drill(_) => {
@@ -1337,6 +1348,35 @@ fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
     // A second install (tests calling main_with twice) keeps the first.
     let _ = installed;
     Ok(())
+}
+
+async fn healthcheck(config: &Config, ready: bool, url: Option<String>) -> CliResult {
+    let base = url.unwrap_or_else(|| {
+        let mut address = config.api_listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
+    });
+    let path = if ready { "ready" } else { "health" };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| CliError::new(exit::INTERNAL, e.to_string()))?;
+    match client.get(format!("{base}/{path}")).send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("{base}/{path}: {}", response.status());
+            Ok(exit::OK)
+        }
+        Ok(response) => Err(CliError::new(
+            exit::INTERNAL,
+            format!("{base}/{path} answered {}", response.status()),
+        )),
+        Err(err) => Err(CliError::new(
+            exit::INTERNAL,
+            format!("{base}/{path} did not answer: {err}"),
+        )),
+    }
 }
 
 async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
