@@ -111,6 +111,12 @@ pub enum Command {
     Ack(ControlArgs),
     /// Watch every region and fail over automatically when the writer's region fails.
     Daemon(DaemonArgs),
+    /// Follow the active run (waiting for one to start) until it ends or needs an operator.
+    Watch {
+        /// Give up waiting for a run after this long (wall time).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
     /// Ask a running daemon's /health (or /ready): exit 0 if it answers 200, 1 otherwise. For
     /// container health checks: needs no shell tools.
     Healthcheck {
@@ -423,6 +429,7 @@ async fn dispatch(config: Config, command: Command, json: bool) -> CliResult {
         Command::Ack(args) => ack(&config, args),
         Command::Daemon(args) => daemon(config, args).await,
         Command::Healthcheck { ready, url } => healthcheck(&config, ready, url).await,
+        Command::Watch { timeout } => watch(&config, &timeout, json).await,
         Command::Skip { step, control } => skip(&config, step, control, json),
         Command::Sim(command) => sim(&config, command, json),
         Command::Validate { .. } | Command::Drill(_) => {
@@ -1348,6 +1355,85 @@ fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
     // A second install (tests calling main_with twice) keeps the first.
     let _ = installed;
     Ok(())
+}
+
+async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
+    let timeout = humantime::parse_duration(timeout).map_err(|e| {
+        CliError::bad_input(format!("--timeout `{timeout}` is not a duration ({e})"))
+    })?;
+    let store = open_store(config)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut followed: Option<RunId> = None;
+    let mut seen: std::collections::BTreeMap<StepName, String> = Default::default();
+    loop {
+        let active = store.active_run()?;
+        let run = match (&followed, active) {
+            (Some(run), _) => run.clone(),
+            (None, Some(run)) => {
+                if !json {
+                    eprintln!("following run {run}");
+                }
+                followed = Some(run.clone());
+                run
+            }
+            (None, None) => {
+                if std::time::Instant::now() > deadline {
+                    return Err(CliError::refused(format!(
+                        "no run started within {}",
+                        fmt_duration(timeout)
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let stored = store
+            .load_run(&run)?
+            .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
+        let state = stored.state()?;
+        for (step, step_state) in &state.steps {
+            let text = match &step_state.status {
+                crate::core::run::StepStatus::Succeeded => format!(
+                    "succeeded: {}",
+                    step_state
+                        .outcome
+                        .as_ref()
+                        .map(|o| o.summary.as_str())
+                        .unwrap_or("")
+                ),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_string))
+                    .unwrap_or_default(),
+            };
+            if seen.get(step) != Some(&text) {
+                if !json {
+                    eprintln!("{step}: {text}");
+                }
+                seen.insert(*step, text);
+            }
+        }
+        let code = match state.status() {
+            RunStatus::Finished { outcome } if outcome.is_success() => Some(exit::OK),
+            RunStatus::Finished { .. } => Some(exit::RUN_FAILED),
+            RunStatus::AwaitingApproval { .. } | RunStatus::Stopped { .. } | RunStatus::Paused => {
+                Some(exit::NEEDS_OPERATOR)
+            }
+            RunStatus::Running | RunStatus::Aborting => None,
+        };
+        if let Some(code) = code {
+            if json {
+                print_json(&render::run_json(&stored, None));
+            } else {
+                println!("run {run}: {}", state.status());
+                if code == exit::NEEDS_OPERATOR {
+                    eprintln!("{}", next_action_hint(&run, &state.status()));
+                }
+            }
+            return Ok(code);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn healthcheck(config: &Config, ready: bool, url: Option<String>) -> CliResult {

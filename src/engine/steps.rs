@@ -144,8 +144,15 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
         )),
     }
 
+    let mut target_is_writer = false;
     match ctx.read_bounded(|| p.database.describe_global_cluster(target, global_cluster_id)).await {
         Ok(cluster) => match cluster.member_in(target) {
+            Some(member) if member.db_cluster_id == *target_db_cluster_id && member.is_writer => {
+                target_is_writer = true;
+                passed.push(format!(
+                    "{target_db_cluster_id} in {target} is already the writer: promotion has nothing to do and loses nothing"
+                ));
+            }
             Some(member) if member.db_cluster_id == *target_db_cluster_id => passed.push(format!(
                 "{target_db_cluster_id} is a member of {global_cluster_id} in {target}{}",
                 if member.is_writer { " (already the writer)" } else { "" }
@@ -186,6 +193,7 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
     }
 
     match kind {
+        RunKind::Failover if target_is_writer => {}
         RunKind::Failover => {
             let lag = ctx
                 .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
