@@ -20,7 +20,7 @@ use auth::{Role, Tokens};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -580,14 +580,24 @@ struct AutomationAnswer {
     paused_run: Option<RunId>,
 }
 
-async fn pause(
-    State(state): State<ApiState>,
+/// One of the daemon's automation switches (pause, unpause, ack).
+type AutomationSwitch = fn(
+    &dyn crate::store::Store,
+    &Actor,
+    &str,
+    crate::core::time::Timestamp,
+) -> Result<Option<RunId>, EngineError>;
+
+/// Runs one automation switch for an operator and answers with the switches as they now are.
+async fn automation_action(
+    state: ApiState,
     caller: Caller,
-    ApiJson(body): ApiJson<ActionRequest>,
+    body: ActionRequest,
+    act: AutomationSwitch,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
     caller.must_operate()?;
     let reason = reason_of(&body.reason)?;
-    let run = crate::daemon::pause_automation(
+    let paused_run = act(
         state.engine.store.as_ref(),
         &caller.actor(),
         &reason,
@@ -596,8 +606,16 @@ async fn pause(
     state.daemon.nudge.notify_one();
     Ok(Json(AutomationAnswer {
         automation: state.engine.store.automation()?,
-        paused_run: run,
+        paused_run,
     }))
+}
+
+async fn pause(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Json<AutomationAnswer>, ApiError> {
+    automation_action(state, caller, body, crate::daemon::pause_automation).await
 }
 
 async fn unpause(
@@ -605,19 +623,10 @@ async fn unpause(
     caller: Caller,
     ApiJson(body): ApiJson<ActionRequest>,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
-    caller.must_operate()?;
-    let reason = reason_of(&body.reason)?;
-    crate::daemon::unpause_automation(
-        state.engine.store.as_ref(),
-        &caller.actor(),
-        &reason,
-        state.clock().now(),
-    )?;
-    state.daemon.nudge.notify_one();
-    Ok(Json(AutomationAnswer {
-        automation: state.engine.store.automation()?,
-        paused_run: None,
-    }))
+    automation_action(state, caller, body, |store, actor, reason, now| {
+        crate::daemon::unpause_automation(store, actor, reason, now).map(|_| None)
+    })
+    .await
 }
 
 async fn ack(
@@ -625,26 +634,8 @@ async fn ack(
     caller: Caller,
     ApiJson(body): ApiJson<ActionRequest>,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
-    caller.must_operate()?;
-    let reason = reason_of(&body.reason)?;
-    crate::daemon::ack_cooldown(
-        state.engine.store.as_ref(),
-        &caller.actor(),
-        &reason,
-        state.clock().now(),
-    )?;
-    state.daemon.nudge.notify_one();
-    Ok(Json(AutomationAnswer {
-        automation: state.engine.store.automation()?,
-        paused_run: None,
-    }))
-}
-
-/// A header map with a bearer token, for clients and tests.
-pub fn bearer(token: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    headers
+    automation_action(state, caller, body, |store, actor, reason, now| {
+        crate::daemon::ack_cooldown(store, actor, reason, now).map(|_| None)
+    })
+    .await
 }

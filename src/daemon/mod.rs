@@ -642,19 +642,34 @@ fn decision_kind(decision: &Decision) -> &'static str {
     }
 }
 
-/// Pauses automation (and the active run, if any); used by `dr pause` and drills.
+/// Changes the automation switches in one audited write.
+fn change_automation(
+    store: &dyn crate::store::Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+    action: &str,
+    change: impl FnOnce(&mut Automation),
+) -> Result<(), EngineError> {
+    let mut automation = store.automation()?;
+    change(&mut automation);
+    store.set_automation(&automation, &audit(actor, now, action, reason))?;
+    Ok(())
+}
+
+/// Pauses automation (and the active run, if any); used by `dr pause`, the API and drills.
 pub fn pause_automation(
     store: &dyn crate::store::Store,
     actor: &Actor,
     reason: &str,
     now: Timestamp,
 ) -> Result<Option<RunId>, EngineError> {
-    let mut automation = store.automation()?;
-    automation.paused = true;
-    automation.changed_by = Some(actor.clone());
-    automation.reason = Some(reason.to_string());
-    automation.changed_at = Some(now);
-    store.set_automation(&automation, &audit(actor, now, "automation paused", reason))?;
+    change_automation(store, actor, reason, now, "automation paused", |a| {
+        a.paused = true;
+        a.changed_by = Some(actor.clone());
+        a.reason = Some(reason.to_string());
+        a.changed_at = Some(now);
+    })?;
     let run = store.active_run()?;
     if let Some(run) = &run {
         let status = store
@@ -668,36 +683,31 @@ pub fn pause_automation(
     Ok(run)
 }
 
-/// Turns automation back on; used by `dr unpause` and drills.
+/// Turns automation back on; used by `dr unpause`, the API and drills.
 pub fn unpause_automation(
     store: &dyn crate::store::Store,
     actor: &Actor,
     reason: &str,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let mut automation = store.automation()?;
-    automation.paused = false;
-    automation.changed_by = Some(actor.clone());
-    automation.reason = Some(reason.to_string());
-    automation.changed_at = Some(now);
-    store.set_automation(
-        &automation,
-        &audit(actor, now, "automation unpaused", reason),
-    )?;
-    Ok(())
+    change_automation(store, actor, reason, now, "automation unpaused", |a| {
+        a.paused = false;
+        a.changed_by = Some(actor.clone());
+        a.reason = Some(reason.to_string());
+        a.changed_at = Some(now);
+    })
 }
 
-/// Clears the cooldown of the last failover; used by `dr ack` and drills.
+/// Clears the cooldown of the last failover; used by `dr ack`, the API and drills.
 pub fn ack_cooldown(
     store: &dyn crate::store::Store,
     actor: &Actor,
     reason: &str,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let mut automation = store.automation()?;
-    automation.cooldown_cleared_at = Some(now);
-    store.set_automation(&automation, &audit(actor, now, "cooldown cleared", reason))?;
-    Ok(())
+    change_automation(store, actor, reason, now, "cooldown cleared", |a| {
+        a.cooldown_cleared_at = Some(now);
+    })
 }
 
 fn audit(actor: &Actor, now: Timestamp, action: &str, reason: &str) -> AuditEntry {
