@@ -15,7 +15,7 @@ use crate::core::plan::{PlanRequest, RunKind};
 use crate::core::run::Trigger;
 use crate::daemon::DaemonHandle;
 use crate::engine::{Engine, EngineError, NewRun, control, new_run_id};
-use crate::store::{StoreError, StoredRun};
+use crate::store::StoreError;
 use auth::{Role, Tokens};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -269,7 +269,7 @@ async fn status(
     let daemon = state.daemon.status();
     let automation = state.engine.store.automation()?;
     let active = match state.engine.store.active_run()? {
-        Some(id) => state.engine.store.load_run(&id)?.map(|r| run_json(&r)),
+        Some(id) => state.engine.store.load_run(&id)?.map(|r| r.to_json()),
         None => None,
     };
     Ok(Json(serde_json::json!({
@@ -302,7 +302,7 @@ async fn runs(
     let mut out = Vec::new();
     for header in state.engine.store.list_runs(limit)? {
         if let Some(stored) = state.engine.store.load_run(&header.id)? {
-            out.push(run_json(&stored));
+            out.push(stored.to_json());
         }
     }
     Ok(Json(out))
@@ -319,48 +319,10 @@ async fn run(
         .store
         .load_run(&id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("there is no run {id}")))?;
-    let mut value = run_json(&stored);
+    let mut value = stored.to_json();
     value["audit"] =
         serde_json::to_value(state.engine.store.audit(Some(&id), 1000)?).unwrap_or_default();
     Ok(Json(value))
-}
-
-/// A run as the API shows it: header, status, and each step with its times.
-pub fn run_json(run: &StoredRun) -> serde_json::Value {
-    let state = run.state().ok();
-    let steps: Vec<serde_json::Value> = state
-        .as_ref()
-        .map(|s| {
-            run.header
-                .plan
-                .steps
-                .iter()
-                .filter_map(|planned| {
-                    let step = s.steps.get(&planned.name)?;
-                    Some(serde_json::json!({
-                        "name": planned.name,
-                        "after": planned.after,
-                        "status": step.status,
-                        "attempts": step.attempts,
-                        "started_at": step.started_at,
-                        "finished_at": step.finished_at,
-                        "summary": step.outcome.as_ref().map(|o| o.summary.clone()),
-                    }))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    serde_json::json!({
-        "id": run.header.id,
-        "kind": run.header.kind,
-        "from": run.header.plan.request.from,
-        "to": run.header.plan.request.to,
-        "trigger": run.header.trigger,
-        "dry_run": run.header.dry_run,
-        "created_at": run.header.created_at,
-        "status": state.as_ref().map(|s| s.status()),
-        "steps": steps,
-    })
 }
 
 /// Body of failover and switchover.
@@ -464,7 +426,7 @@ async fn start(
         .store
         .load_run(&header.id)?
         .ok_or_else(|| StoreError::NoSuchRun(header.id.clone()))?;
-    Ok((StatusCode::ACCEPTED, Json(run_json(&stored))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(stored.to_json())).into_response())
 }
 
 async fn failover(
@@ -501,7 +463,7 @@ fn acted(state: &ApiState, run: &RunId) -> Result<Json<serde_json::Value>, ApiEr
         .store
         .load_run(run)?
         .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
-    Ok(Json(run_json(&stored)))
+    Ok(Json(stored.to_json()))
 }
 
 async fn approve(

@@ -1,7 +1,7 @@
 //! Text and JSON shapes of the CLI's output. Formatting only: no I/O, no decisions.
 
 use crate::core::health::Observation;
-use crate::core::run::{RunStatus, StepStatus};
+use crate::core::run::StepStatus;
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::provider::sim::World;
 use crate::store::{AuditEntry, StoredRun};
@@ -156,40 +156,9 @@ fn step_status(status: &StepStatus) -> String {
     }
 }
 
-/// A run as JSON: header, status, steps, and optionally its audit trail.
+/// A run as JSON (`StoredRun::to_json`), with its audit trail when given.
 pub fn run_json(run: &StoredRun, audit: Option<&[AuditEntry]>) -> serde_json::Value {
-    let state = run.state().ok();
-    let status: Option<RunStatus> = state.as_ref().map(|s| s.status());
-    let steps: Vec<serde_json::Value> = state
-        .as_ref()
-        .map(|s| {
-            s.steps
-                .iter()
-                .map(|(name, step)| {
-                    serde_json::json!({
-                        "name": name,
-                        "status": step.status,
-                        "attempts": step.attempts,
-                        "started_at": step.started_at,
-                        "finished_at": step.finished_at,
-                        "outcome": step.outcome,
-                        "notes": step.notes,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut value = serde_json::json!({
-        "id": run.header.id,
-        "kind": run.header.kind,
-        "from": run.header.plan.request.from,
-        "to": run.header.plan.request.to,
-        "trigger": run.header.trigger,
-        "dry_run": run.header.dry_run,
-        "created_at": run.header.created_at,
-        "status": status,
-        "steps": steps,
-    });
+    let mut value = run.to_json();
     if let Some(audit) = audit {
         value["audit"] = serde_json::to_value(audit).unwrap_or_default();
     }
