@@ -11,18 +11,29 @@ const DR: &str = env!("CARGO_BIN_EXE_dr");
 
 struct Env {
     dir: tempfile::TempDir,
+    /// The daemon's API port, free when the environment was made: tests run in parallel.
+    port: u16,
 }
 
 impl Env {
     /// A folder with the example config at `time_scale` simulated seconds per second.
     fn new(time_scale: u32) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
                 .unwrap()
-                .replace("time_scale = 60", &format!("time_scale = {time_scale}"));
+                .replace("time_scale = 60", &format!("time_scale = {time_scale}"))
+                .replace(
+                    "listen = \"127.0.0.1:8080\"",
+                    &format!("listen = \"127.0.0.1:{port}\""),
+                );
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}")),
+            "the example config's [api] listen moved"
+        );
         std::fs::write(dir.path().join("dr.toml"), text).unwrap();
-        Env { dir }
+        Env { dir, port }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -751,14 +762,7 @@ fn free_port() -> u16 {
 #[test]
 fn dr_failover_goes_through_the_daemons_api_when_a_daemon_holds_the_store() {
     let env = Env::new(60);
-    let port = free_port();
-    let config = std::fs::read_to_string(env.path("dr.toml"))
-        .unwrap()
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-    std::fs::write(env.path("dr.toml"), config).unwrap();
+    let port = env.port;
     let operate = "oncall-operate-secret-0001";
     let mut command = env.command(&["daemon"]);
     command.env("DR_API_TOKENS", format!("oncall:operate:{operate}"));
