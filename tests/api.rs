@@ -21,6 +21,7 @@ const READ: &str = "grafana-read-secret-00002";
 
 struct Api {
     router: Router,
+    config: dr::config::Config,
     store: Arc<dyn Store>,
     engine: Engine,
     sim: Arc<dr::provider::sim::SimProvider>,
@@ -52,6 +53,7 @@ async fn api() -> Api {
         tokens: Arc::new(tokens),
     };
     Api {
+        config: (*state.config).clone(),
         router: app(state),
         store,
         engine,
@@ -435,6 +437,23 @@ async fn approve_abort_and_resume_act_on_runs() {
         )
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
+    // No executor was running: the daemon's next tick is what finishes the aborted run.
+    let mut daemon = Daemon::new(
+        api.config.clone(),
+        api.engine.clone(),
+        DaemonSettings::from_config(&api.config, None),
+    );
+    daemon.tick().await.unwrap();
+    for _ in 0..100 {
+        if api.store.active_run().unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let run = api
+        .call("GET", &format!("/api/v1/runs/{id}"), Some(READ), None)
+        .await;
+    assert_eq!(run.body["status"]["outcome"], "aborted", "{}", run.text);
 }
 
 #[tokio::test]

@@ -448,13 +448,15 @@ impl Daemon {
         Ok(decision)
     }
 
-    /// Restarts the executor of an active run that an operator unblocked (approved, resumed).
+    /// Restarts the executor of an active run that an operator unblocked (approved, resumed)
+    /// or asked to abort: the executor is what finishes an aborted run.
     fn continue_if_unblocked(&mut self, run: &RunId) -> Result<(), DaemonError> {
         let Some(stored) = self.engine.store.load_run(run)? else {
             return Ok(());
         };
-        if stored.state()?.status() == RunStatus::Running {
-            tracing::info!(run = %run, "continuing the run");
+        let status = stored.state()?.status();
+        if matches!(status, RunStatus::Running | RunStatus::Aborting) {
+            tracing::info!(run = %run, status = %status, "continuing the run");
             self.spawn_executor(run.clone());
         }
         Ok(())
