@@ -25,5 +25,5 @@ wait "$pid" || true
 cpu=$(awk -v u="$utime" -v s="$stime" -v t="$ticks_per_second" 'BEGIN {printf "%.2f", (u + s) / t}')
 share=$(awk -v c="$cpu" -v w="$seconds" 'BEGIN {printf "%.3f", 100 * c / w}')
 echo "wall ${seconds} s, CPU ${cpu} s (${share}% of one core), peak RSS ${hwm} KiB, RSS at end ${rss} KiB"
-echo "store writes: the daemon publishes its status on each decision change and every minute"
+echo "store writes: the daemon publishes its status to the store at every tick"
 tail -n 2 "$dir/daemon.log"

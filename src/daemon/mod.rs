@@ -94,7 +94,7 @@ pub struct RegionStatus {
     pub lag_alert: bool,
 }
 
-/// What the daemon publishes to the store each time its decision changes, and every minute.
+/// What the daemon publishes to the store at every tick.
 #[derive(Clone, Debug, Serialize)]
 pub struct DaemonStatus {
     /// When.
@@ -150,7 +150,6 @@ pub struct Daemon {
     executor_stop: CancellationToken,
     scaler: Option<JoinHandle<()>>,
     last_decision: Option<Decision>,
-    last_published: Option<Timestamp>,
     actor: Actor,
     handle: DaemonHandle,
 }
@@ -177,7 +176,6 @@ impl Daemon {
             executor_stop: CancellationToken::new(),
             scaler: None,
             last_decision: None,
-            last_published: None,
             actor: Actor::new("daemon"),
             handle: DaemonHandle::default(),
         }
@@ -437,14 +435,10 @@ impl Daemon {
             cooldown_until,
         );
         *self.handle.live.write().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
-        let due = self
-            .last_published
-            .is_none_or(|at| now.since(at) >= Duration::from_secs(60));
-        if changed || due {
-            let json = serde_json::to_string(&status).unwrap_or_default();
-            self.engine.store.put_daemon_status(&json)?;
-            self.last_published = Some(now);
-        }
+        // Every tick, so `dr status` in another process is never more than a poll behind; a
+        // write costs under a millisecond (BENCHMARKS.md).
+        let json = serde_json::to_string(&status).unwrap_or_default();
+        self.engine.store.put_daemon_status(&json)?;
         Ok(decision)
     }
 
