@@ -1336,7 +1336,7 @@ fn ack(config: &Config, args: ControlArgs) -> CliResult {
     Ok(exit::OK)
 }
 
-/// Sets up logging to stderr: `text` or `json`, filtered by DR_LOG (default `default`).
+/// Sets up logging to stderr as `text` or `json`, at the level in DR_LOG, else at `default`.
 fn init_logging(format: &str, default: &str) -> Result<(), CliError> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| default.into());
