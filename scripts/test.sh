@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of dr: unit, property, engine, crash-and-resume, drill, daemon, API, browser,
 # deployment and runbook tests. Sets up what they need first:
-# - .venv: the pinned Python tools that parse the Dockerfile and manifests
-#   (tests/python/requirements.txt);
+# - .venv: the pinned Python tools (tests/python/requirements.txt): moto, the AWS emulator
+#   the AWS provider tests start on loopback, and the parsers of the Dockerfile and manifests;
 # - the release binary, built exactly as the Dockerfile builds it, for the non-root image test.
 # - Debian's chromium, for the status page test in a real headless browser (installed with
 #   apt-get when missing; that needs root, as on these machines and in CI).
@@ -19,9 +19,11 @@ if ! command -v chromium >/dev/null; then
   apt-get install -y -qq --no-install-recommends chromium > /dev/null
 fi
 
-if ! .venv/bin/python -c "import dockerfile, yaml" 2>/dev/null; then
+# (Re)made whenever the pinned requirements changed since it was last made.
+if ! cmp -s tests/python/requirements.txt .venv/requirements.installed 2>/dev/null; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet -r tests/python/requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  cp tests/python/requirements.txt .venv/requirements.installed
 fi
 
 cargo build --release --locked

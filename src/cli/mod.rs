@@ -473,22 +473,27 @@ fn print_json<T: serde::Serialize>(value: &T) {
 type Backend3 = (Providers, Arc<dyn Clock>, Option<Arc<SimProvider>>);
 
 /// The providers and clock of the configured backend.
-fn backend(config: &Config) -> Result<Backend3, CliError> {
+async fn backend(config: &Config) -> Result<Backend3, CliError> {
     match config.backend {
-        Backend::Sim => {
-            let (sim, clock) = SimProvider::open_file(
-                &config.sim.state_path,
-                &config.topology,
-                config.sim.seed,
-                config.sim.time_scale,
-            )?;
-            let sim = Arc::new(sim);
-            Ok((Providers::all_from(sim.clone()), clock, Some(sim)))
+        Backend::Sim => sim_backend(config),
+        Backend::Aws => {
+            let providers = crate::provider::aws::connect(&config.aws, &config.topology).await;
+            let clock: Arc<dyn Clock> = Arc::new(crate::clock::WallClock::system());
+            Ok((providers, clock, None))
         }
-        Backend::Aws => Err(CliError::refused(
-            "backend = \"aws\" is not available in this build of dr yet: the AWS providers are not built in. Use backend = \"sim\", or a build with the AWS providers",
-        )),
     }
+}
+
+/// The simulator's providers, clock and world.
+fn sim_backend(config: &Config) -> Result<Backend3, CliError> {
+    let (sim, clock) = SimProvider::open_file(
+        &config.sim.state_path,
+        &config.topology,
+        config.sim.seed,
+        config.sim.time_scale,
+    )?;
+    let sim = Arc::new(sim);
+    Ok((Providers::all_from(sim.clone()), clock, Some(sim)))
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
@@ -544,7 +549,7 @@ async fn plan(config: &Config, args: PlanArgs, json: bool) -> CliResult {
     let from = match &args.from {
         Some(from) => region(config, from)?,
         None => {
-            let (providers, _, _) = backend(config)?;
+            let (providers, _, _) = backend(config).await?;
             current_writer(config, &providers).await?
         }
     };
@@ -626,7 +631,7 @@ async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) ->
             "run {active} is not finished ({status}); `dr resume` continues it, `dr abort` ends it"
         )));
     }
-    let (providers, clock, _) = backend(config)?;
+    let (providers, clock, _) = backend(config).await?;
     let from = match &args.from {
         Some(from) => region(config, from)?,
         None => current_writer(config, &providers).await?,
@@ -815,7 +820,8 @@ fn engine(
         progress: Arc::new(Printer::new(clock, json)),
         settings: EngineSettings {
             probe_timeout: config.plan.verify.probe_timeout,
-            ..EngineSettings::default()
+            poll_interval: config.step_poll_interval,
+            control_interval: config.step_poll_interval.min(Duration::from_secs(5)),
         },
     }
 }
@@ -994,7 +1000,7 @@ impl Progress for Printer {
 }
 
 async fn status(config: &Config, json: bool) -> CliResult {
-    let (providers, clock, _) = backend(config)?;
+    let (providers, clock, _) = backend(config).await?;
     let store = open_store(config)?;
     let writer = current_writer(config, &providers).await.ok();
     let probes = futures::future::join_all(config.topology.regions.iter().map(|r| {
@@ -1167,7 +1173,7 @@ async fn resume(config: &Config, args: ControlArgs, json: bool) -> CliResult {
         }
         Err(err) => return Err(err.into()),
     };
-    let (providers, clock, _) = backend(config)?;
+    let (providers, clock, _) = backend(config).await?;
     let stored = store
         .load_run(&run)?
         .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
@@ -1234,7 +1240,7 @@ async fn approve(
     // Continue the run here unless another process carries it out; that one sees the approval.
     match ExecutorLock::acquire(&config.store_path, &holder()) {
         Ok(lock) => {
-            let (providers, clock, _) = backend(config)?;
+            let (providers, clock, _) = backend(config).await?;
             let engine = engine(config, store.clone(), providers, clock, json);
             engine.progress.event(&run, &record);
             execute_foreground(&engine, store.as_ref(), &run, json, lock).await
@@ -1474,7 +1480,7 @@ async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
         .map_err(|e| CliError::bad_input(format!("notifications: {e}")))?;
     let store = open_store(&config)?;
     let lock = ExecutorLock::acquire(&config.store_path, &holder())?;
-    let (providers, clock, _) = backend(&config)?;
+    let (providers, clock, _) = backend(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(|e| {
@@ -1502,7 +1508,8 @@ async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
         progress: Arc::new(crate::notify::Fanout(vec![Arc::new(notifier)])),
         settings: EngineSettings {
             probe_timeout: config.plan.verify.probe_timeout,
-            ..EngineSettings::default()
+            poll_interval: config.step_poll_interval,
+            control_interval: config.step_poll_interval.min(Duration::from_secs(5)),
         },
     };
     let settings = crate::daemon::DaemonSettings::from_config(&config, pre_warm);
@@ -1627,7 +1634,7 @@ fn sim(config: &Config, command: SimCommand, json: bool) -> CliResult {
             })?;
         }
     }
-    let (_, clock, sim_provider) = backend(config)?;
+    let (_, clock, sim_provider) = sim_backend(config)?;
     let sim_provider =
         sim_provider.ok_or_else(|| CliError::refused("the simulator is not in use"))?;
     let check_region = |name: &str| region(config, name);

@@ -78,6 +78,35 @@ pub struct SimSettings {
     pub seed: u64,
 }
 
+/// How `dr` reaches AWS when `backend = "aws"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AwsSettings {
+    /// One endpoint for every service, for an emulator (`AWS_ENDPOINT_URL` does the same).
+    pub endpoint_url: Option<String>,
+    /// A shared-config profile; `None` uses the standard chain (environment, `AWS_PROFILE`,
+    /// web identity on EKS, instance metadata).
+    pub profile: Option<String>,
+    /// Tries per read (and per idempotent change) before the step sees the error.
+    pub max_attempts: u32,
+    /// Time limit of one HTTP attempt.
+    pub attempt_timeout: Duration,
+    /// Route53 calls per second, at most, across every region (Route53 allows five per
+    /// second per account).
+    pub route53_requests_per_second: f64,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            endpoint_url: None,
+            profile: None,
+            max_attempts: 3,
+            attempt_timeout: Duration::from_secs(10),
+            route53_requests_per_second: 2.0,
+        }
+    }
+}
+
 /// A loaded, validated config.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Config {
@@ -95,6 +124,10 @@ pub struct Config {
     pub topology: Topology,
     /// Simulator settings.
     pub sim: SimSettings,
+    /// AWS settings.
+    pub aws: AwsSettings,
+    /// Time between observations while a failover step waits.
+    pub step_poll_interval: Duration,
     /// Where the daemon serves its HTTP API.
     pub api_listen: std::net::SocketAddr,
 }
@@ -113,6 +146,8 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     sim: RawSim,
+    #[serde(default)]
+    aws: RawAws,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -133,6 +168,7 @@ struct RawDetection {
 #[serde(deny_unknown_fields)]
 struct RawFailover {
     rpo_budget: Option<Spanned<DurationText>>,
+    poll_interval: Option<Spanned<DurationText>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -176,6 +212,16 @@ struct RawDns {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    endpoint_url: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<u32>>,
+    attempt_timeout: Option<Spanned<DurationText>>,
+    route53_requests_per_second: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,7 +550,15 @@ impl Checker<'_> {
                 ))
             })?,
         };
+        let aws = self.aws(&raw.aws)?;
+        let step_poll_interval = self.duration(
+            &raw.failover.poll_interval,
+            "failover.poll_interval",
+            Duration::from_secs(10),
+        )?;
         Ok(Config {
+            aws,
+            step_poll_interval,
             api_listen,
             path: self.path.to_path_buf(),
             backend: raw.backend.map(|b| *b.get_ref()).unwrap_or(Backend::Sim),
@@ -520,6 +574,59 @@ impl Checker<'_> {
                 regions,
             },
             sim,
+        })
+    }
+
+    fn aws(&self, raw: &RawAws) -> Result<AwsSettings, ConfigError> {
+        let defaults = AwsSettings::default();
+        let endpoint_url = match &raw.endpoint_url {
+            None => None,
+            Some(url) => {
+                let text = self.non_empty(url, "aws.endpoint_url")?;
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    return Err(self.at(
+                        url,
+                        "aws.endpoint_url",
+                        "must be an http:// or https:// URL such as \"http://127.0.0.1:5000\"",
+                    ));
+                }
+                Some(text)
+            }
+        };
+        let profile = match &raw.profile {
+            None => None,
+            Some(p) => Some(self.non_empty(p, "aws.profile")?),
+        };
+        let max_attempts = match &raw.max_attempts {
+            None => defaults.max_attempts,
+            Some(n) if (1..=10).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.at(n, "aws.max_attempts", "must be from 1 to 10"));
+            }
+        };
+        let route53_requests_per_second = match &raw.route53_requests_per_second {
+            None => defaults.route53_requests_per_second,
+            Some(r) if r.get_ref().is_finite() && *r.get_ref() > 0.0 && *r.get_ref() <= 5.0 => {
+                *r.get_ref()
+            }
+            Some(r) => {
+                return Err(self.at(
+                    r,
+                    "aws.route53_requests_per_second",
+                    "must be above 0 and at most 5, Route53's limit per account",
+                ));
+            }
+        };
+        Ok(AwsSettings {
+            endpoint_url,
+            profile,
+            max_attempts,
+            attempt_timeout: self.duration(
+                &raw.attempt_timeout,
+                "aws.attempt_timeout",
+                defaults.attempt_timeout,
+            )?,
+            route53_requests_per_second,
         })
     }
 

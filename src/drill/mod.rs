@@ -208,6 +208,7 @@ pub async fn run(
         progress: recorder.clone(),
         settings: EngineSettings {
             probe_timeout: config.plan.verify.probe_timeout,
+            poll_interval: config.step_poll_interval,
             ..EngineSettings::default()
         },
     };

@@ -274,6 +274,9 @@ async fn promote_db(
 ) -> Result<StepOutcome, String> {
     let p = &ctx.providers;
     let mut requested = false;
+    // A refused request is looked at once more: the refusal may be for a promotion toward the
+    // target already in flight (an earlier request whose answer was lost), which is progress.
+    let mut refusal: Option<String> = None;
     let mut facts = std::collections::BTreeMap::new();
     loop {
         let cluster = ctx
@@ -328,6 +331,11 @@ async fn promote_db(
                 ctx.wait("FailoverState to appear after the request").await;
             }
             None => {
+                if let Some(refusal) = refusal.take() {
+                    return Err(format!(
+                        "{refusal}; no promotion toward {target} is in flight, so the refusal stands"
+                    ));
+                }
                 if kind == RunKind::Failover
                     && let Ok(Some(lag)) = ctx
                         .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
@@ -373,6 +381,9 @@ async fn promote_db(
                     }
                     Mutation::Done(()) => requested = true,
                     Mutation::Retry => {}
+                    Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
+                        refusal = Some(err.to_string());
+                    }
                     Mutation::Failed(err) => return Err(err.to_string()),
                 }
             }
@@ -597,6 +608,7 @@ async fn repoint_dns(
         })
         .map(str::to_string);
     let mut submitted = change_id.is_some();
+    let mut refusal: Option<String> = None;
     loop {
         if let Some(id) = &change_id {
             match ctx
@@ -621,6 +633,14 @@ async fn repoint_dns(
             .await
             .map_err(|e| e.to_string())?;
         let changes = record_changes(&current, desired, removed);
+        if !changes.is_empty()
+            && let Some(refusal) = refusal.take()
+        {
+            return Err(format!(
+                "{refusal}; the records still need {} change(s), so the refusal stands",
+                changes.len()
+            ));
+        }
         if changes.is_empty() {
             let how = if submitted { "are" } else { "were already" };
             return Ok(outcome(format!(
@@ -647,6 +667,11 @@ async fn repoint_dns(
                 submitted = true;
             }
             Mutation::Retry => {}
+            // Refused (a DELETE of a record already gone, say, after an earlier attempt whose
+            // answer was lost): look again before giving up.
+            Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
+                refusal = Some(err.to_string());
+            }
             Mutation::Failed(err) => return Err(err.to_string()),
         }
     }

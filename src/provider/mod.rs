@@ -4,6 +4,7 @@
 //! `Arc<dyn Trait>` through `Providers` and never know which. Providers report what they see and
 //! do what they are told; they make no decisions and keep no plan.
 
+pub mod aws;
 pub mod sim;
 
 use crate::core::health::ProbeResult;

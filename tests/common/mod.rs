@@ -110,3 +110,4 @@ pub fn mutation_counts(world: &World) -> std::collections::BTreeMap<String, usiz
     }
     counts
 }
+pub mod moto;

@@ -1,0 +1,413 @@
+//! The AWS emulator harness: starts `tests/python/moto_launcher.py` (moto plus the operations it
+//! lacks) on a free loopback port with the seed's deployment created in it, writes a config
+//! with `backend = "aws"` pointing at it, serves each region's `/health` on loopback, and talks
+//! to the launcher's admin API.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The project's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtual environment's Python, made by `scripts/test.sh`.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("DR_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which makes the virtual environment from tests/python/requirements.txt",
+        python.display()
+    );
+    python
+}
+
+/// A running emulator; stopped when dropped.
+pub struct Moto {
+    child: Child,
+    _stdin: ChildStdin,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The hosted zone id moto generated.
+    pub hosted_zone_id: String,
+    /// Health check id per region.
+    pub health_checks: std::collections::BTreeMap<String, String>,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The deployment the seed describes, as the launcher creates it.
+pub fn seed_world() -> Value {
+    json!({
+        "global_cluster_id": "yt-video-creator-global",
+        "zone_name": "ytvideocreator.com",
+        "record_name": "api.ytvideocreator.com",
+        "ttl": 60,
+        "regions": [
+            {
+                "name": "us-east-1", "db_cluster_id": "yt-video-creator-east",
+                "eks_cluster": "yt-video-creator-prod", "set_identifier": "us-east-1",
+                "record_values": ["203.0.113.10"],
+                "node_groups": [{"name": "general", "min": 3, "max": 10, "desired": 3}],
+                "autoscaling_groups": [{"name": "yt-video-creator-prod-spot-workers", "min": 0, "max": 50, "desired": 0}]
+            },
+            {
+                "name": "us-west-2", "db_cluster_id": "yt-video-creator-west",
+                "eks_cluster": "yt-video-creator-west", "set_identifier": "us-west-2",
+                "record_values": ["198.51.100.20"],
+                "node_groups": [{"name": "general", "min": 2, "max": 8, "desired": 2}],
+                "autoscaling_groups": [{"name": "yt-video-creator-west-spot-workers", "min": 0, "max": 20, "desired": 0}]
+            }
+        ]
+    })
+}
+
+impl Moto {
+    /// Starts the launcher with `world` created in it.
+    pub fn start(dir: &Path, world: &Value) -> Moto {
+        let seed = dir.join("world.json");
+        std::fs::write(&seed, world.to_string()).unwrap();
+        let mut child = Command::new(python())
+            .arg(root().join("tests/python/moto_launcher.py"))
+            .arg("--seed")
+            .arg(&seed)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("moto.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start the moto launcher");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(rest) = line.strip_prefix("READY ") else {
+            let log = std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default();
+            panic!("the moto launcher did not start: {line:?}\n{log}");
+        };
+        let (port, ids) = rest.trim().split_once(' ').unwrap();
+        let ids: Value = serde_json::from_str(ids).unwrap();
+        Moto {
+            child,
+            _stdin: stdin,
+            port: port.parse().unwrap(),
+            hosted_zone_id: ids["hosted_zone_id"].as_str().unwrap().to_string(),
+            health_checks: ids["health_checks"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
+        }
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An admin call; panics unless it answers 200.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, text) = http(self.port, method, path, body.map(|b| b.to_string()));
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The whole emulated state, as the launcher dumps it.
+    pub fn state(&self) -> Value {
+        self.admin("GET", "/_dr/state", None)
+    }
+
+    /// Every call the emulator received.
+    pub fn calls(&self) -> Vec<Value> {
+        self.admin("GET", "/_dr/calls", None)["calls"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Mutations applied, by operation.
+    pub fn applied(&self) -> std::collections::BTreeMap<String, u64> {
+        self.admin("GET", "/_dr/applied", None)
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// Adds a fault rule (see the launcher's docstring).
+    pub fn fault(&self, rule: Value) {
+        self.admin("POST", "/_dr/faults", Some(rule));
+    }
+
+    /// Removes every fault rule and lets held requests go (unapplied).
+    pub fn clear_faults(&self) {
+        self.admin("DELETE", "/_dr/faults", None);
+    }
+
+    /// Sets the slow operations' durations, in seconds.
+    pub fn timings(&self, timings: Value) {
+        self.admin("POST", "/_dr/timings", Some(timings));
+    }
+
+    /// Requests being held by a `hold` fault right now.
+    pub fn holding(&self) -> u64 {
+        self.admin("GET", "/_dr/calls", None)["holding"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits until `condition` holds, for at most `limit`.
+    pub fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut condition: impl FnMut(&Moto) -> bool,
+    ) {
+        let start = Instant::now();
+        while !condition(self) {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Who is the writer of the global cluster.
+    pub fn writer(&self) -> String {
+        let state = self.state();
+        let members = state["global_clusters"]["yt-video-creator-global"]["members"]
+            .as_array()
+            .unwrap()
+            .clone();
+        members
+            .iter()
+            .find(|m| m[1].as_bool().unwrap())
+            .map(|m| {
+                m[0].as_str()
+                    .unwrap()
+                    .split(':')
+                    .nth(3)
+                    .unwrap()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The regions the latency records answer from.
+    pub fn dns_regions(&self) -> Vec<String> {
+        let state = self.state();
+        let zone = &state["zones"][&self.hosted_zone_id];
+        let mut regions: Vec<String> = zone
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("api.ytvideocreator.com")
+            })
+            .filter_map(|r| r["region"].as_str().map(str::to_string))
+            .collect();
+        regions.sort();
+        regions
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`, bounded by a 30 s timeout.
+pub fn http(port: u16, method: &str, path: &str, body: Option<String>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, text)
+}
+
+/// A loopback HTTP server answering every request with 200, standing in for each region's
+/// `/health`. Counts the requests; stops when dropped.
+pub struct HealthServer {
+    /// Its port.
+    pub port: u16,
+    /// Requests answered.
+    pub hits: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HealthServer {
+    /// Starts it.
+    pub fn start() -> HealthServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 2048];
+                        let _ = stream.read(&mut buf);
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        HealthServer { port, hits, stop }
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Writes `dr.toml` in `dir`: the example config with `backend = "aws"`, the emulator's ids,
+/// `/health` on `health`, and fast polling. `endpoint` goes in `[aws] endpoint_url` when given.
+pub fn aws_config(
+    dir: &Path,
+    moto: &Moto,
+    health: &HealthServer,
+    endpoint: Option<&str>,
+) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("config/example.toml")).unwrap();
+    let replace = |text: &mut String, from: &str, to: &str| {
+        assert!(text.contains(from), "example.toml lacks {from}");
+        *text = text.replacen(from, to, 1);
+    };
+    replace(&mut text, "backend = \"sim\"", "backend = \"aws\"");
+    replace(
+        &mut text,
+        "hosted_zone_id = \"Z0431234ABCDEFGHIJKL\"",
+        &format!("hosted_zone_id = \"{}\"", moto.hosted_zone_id),
+    );
+    replace(
+        &mut text,
+        "health_check_id = \"0f1e2d3c-east-4b5a-8c7d-000000000001\"",
+        &format!("health_check_id = \"{}\"", moto.health_checks["us-east-1"]),
+    );
+    replace(
+        &mut text,
+        "health_check_id = \"0f1e2d3c-west-4b5a-8c7d-000000000002\"",
+        &format!("health_check_id = \"{}\"", moto.health_checks["us-west-2"]),
+    );
+    replace(
+        &mut text,
+        "health_url = \"https://api-east.ytvideocreator.com/health\"",
+        &format!(
+            "health_url = \"http://127.0.0.1:{}/east/health\"",
+            health.port
+        ),
+    );
+    replace(
+        &mut text,
+        "health_url = \"https://api-west.ytvideocreator.com/health\"",
+        &format!(
+            "health_url = \"http://127.0.0.1:{}/west/health\"",
+            health.port
+        ),
+    );
+    // The step poll interval is the one under [failover].
+    let failover = text.find("[failover]").unwrap();
+    let at = failover + text[failover..].find("poll_interval = \"10s\"").unwrap();
+    text.replace_range(
+        at..at + "poll_interval = \"10s\"".len(),
+        "poll_interval = \"250ms\"",
+    );
+    replace(&mut text, "interval = \"5s\"", "interval = \"200ms\"");
+    replace(
+        &mut text,
+        "attempt_timeout = \"10s\"",
+        "attempt_timeout = \"3s\"",
+    );
+    replace(
+        &mut text,
+        "route53_requests_per_second = 2",
+        "route53_requests_per_second = 5",
+    );
+    if let Some(endpoint) = endpoint {
+        replace(
+            &mut text,
+            "# endpoint_url = \"http://127.0.0.1:5000\"",
+            &format!("endpoint_url = \"{endpoint}\""),
+        );
+    }
+    let path = dir.join("dr.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `dr` command with fake credentials and nothing from the caller's AWS environment.
+pub fn dr(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "DR_API_URL",
+        "DR_API_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/dr-test-aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/dr-test-aws-credentials",
+        )
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(config);
+    command
+}

@@ -1,0 +1,773 @@
+"""The AWS emulator for dr's tests: moto's server, with the gaps that matter to dr closed.
+
+moto answers every service dr calls, but FailoverGlobalCluster, SwitchoverGlobalCluster and
+EKS DescribeUpdate are missing, everything finishes instantly, and CloudWatch does not speak
+the Rust SDK's protocol. This launcher wraps moto's WSGI app and adds:
+
+- RDS FailoverGlobalCluster / SwitchoverGlobalCluster, with a FailoverState that moves through
+  `pending` and `failing-over` (or `switching-over`) before the writer flips;
+- EKS UpdateNodegroupConfig (idempotent on clientRequestToken) whose update stays InProgress
+  for a while, and DescribeUpdate;
+- Route53 changes that stay PENDING for a while, and settable GetHealthCheckStatus answers;
+- CloudWatch GetMetricData in Smithy RPC v2 CBOR, answering AuroraGlobalDBRPOLag for secondaries;
+- a test-only admin API under /_dr/: per-operation faults (throttling, 5xx, latency, hold), the
+  log of calls, the count of mutations applied, and a dump of the whole emulated state.
+
+Usage: python moto_launcher.py [--port 0]. Prints `READY <port>` once it serves on 127.0.0.1.
+"""
+
+import argparse
+import io
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs, urlparse
+
+import cbor2
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+ACCOUNT = "123456789012"
+
+# Timings of the slow operations, in seconds; settable through POST /_dr/timings.
+TIMINGS = {
+    "failover_pending": 1.0,
+    "failover_running": 2.0,
+    "nodegroup_update": 2.0,
+    "dns_change": 1.0,
+}
+
+LOCK = threading.RLock()
+STATE = {
+    "calls": [],  # every request: op, service, region, outcome
+    "applied": {},  # op -> mutations applied
+    "faults": [],  # active fault rules
+    "transitions": {},  # global cluster id -> in-flight promotion
+    "updates": {},  # update id -> EKS update
+    "tokens": {},  # (region, cluster, nodegroup, token) -> update id
+    "changes": {},  # Route53 change id -> time it becomes INSYNC
+    "health": {},  # health check id -> (healthy, total)
+    "lag_ms": {},  # cluster id -> lag in ms (None: no datapoint)
+    "holding": 0,
+}
+RELEASE = threading.Event()
+
+MUTATIONS = {
+    "FailoverGlobalCluster",
+    "SwitchoverGlobalCluster",
+    "UpdateNodegroupConfig",
+    "UpdateAutoScalingGroup",
+    "ChangeResourceRecordSets",
+}
+
+
+def backends():
+    from moto.autoscaling.models import autoscaling_backends
+    from moto.eks.models import eks_backends
+    from moto.rds.models import rds_backends
+    from moto.route53.models import route53_backends
+
+    return rds_backends, eks_backends, autoscaling_backends, route53_backends
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests: which operation, which region
+
+
+def credential_scope(environ):
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    match = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", auth)
+    if match:
+        return match.group(1), match.group(2)
+    return "us-east-1", ""
+
+
+def operation_of(service, method, path, body, environ):
+    if service in ("rds", "autoscaling", "sts") or (
+        body and body.startswith(b"Action=")
+    ):
+        form = parse_qs(body.decode("utf-8", "replace"))
+        return form.get("Action", ["?"])[0], form
+    if service == "monitoring" or "rpc-v2-cbor" in environ.get("HTTP_SMITHY_PROTOCOL", ""):
+        return path.rsplit("/", 1)[-1], None
+    if service == "route53":
+        if re.search(r"/hostedzone/[^/]+/rrset/?$", path):
+            return (
+                "ChangeResourceRecordSets" if method == "POST" else "ListResourceRecordSets"
+            ), None
+        if re.search(r"/change/[^/]+$", path):
+            return "GetChange", None
+        if re.search(r"/healthcheck/[^/]+/status$", path):
+            return "GetHealthCheckStatus", None
+        return f"route53:{method} {path}", None
+    if service == "eks":
+        if re.search(r"/node-groups/[^/]+/update-config$", path):
+            return "UpdateNodegroupConfig", None
+        if re.search(r"/clusters/[^/]+/updates/[^/]+$", path):
+            return "DescribeUpdate", None
+        if re.search(r"/node-groups/[^/]+$", path) and method == "GET":
+            return "DescribeNodegroup", None
+        return f"eks:{method} {path}", None
+    return f"{service}:{method} {path}", None
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers in each protocol
+
+
+def respond(start_response, status, body, content_type="text/xml", headers=()):
+    if isinstance(body, str):
+        body = body.encode()
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        409: "Conflict",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Error")
+    start_response(
+        f"{status} {reason}",
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers],
+    )
+    return [body]
+
+
+def error(start_response, service, status, code, message):
+    request_id = str(uuid.uuid4())
+    if service == "eks":
+        return respond(
+            start_response,
+            status,
+            json.dumps({"message": message}),
+            "application/json",
+            [("x-amzn-ErrorType", code), ("x-amzn-RequestId", request_id)],
+        )
+    if service == "monitoring":
+        return respond(
+            start_response,
+            status,
+            cbor2.dumps({"__type": code, "message": message}),
+            "application/cbor",
+            [("smithy-protocol", "rpc-v2-cbor")],
+        )
+    xmlns = (
+        ' xmlns="https://route53.amazonaws.com/doc/2013-04-01/"' if service == "route53" else ""
+    )
+    body = (
+        f"<ErrorResponse{xmlns}><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return respond(start_response, status, body)
+
+
+def throttle_code(service, op):
+    if service == "eks":
+        return 429, "ThrottlingException"
+    if service == "route53" and op == "ChangeResourceRecordSets":
+        return 400, "PriorRequestNotComplete"
+    return 400, "Throttling"
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+
+
+def matching_fault(op, region):
+    """The fault to apply to this call, if any; counts it down."""
+    with LOCK:
+        for rule in STATE["faults"]:
+            if rule["operation"] != op:
+                continue
+            if rule.get("region") and rule["region"] != region:
+                continue
+            after = rule.get("after_op")
+            if after and STATE["applied"].get(after, 0) == 0:
+                continue
+            if rule.get("skip", 0) > 0:
+                rule["skip"] -= 1
+                continue
+            if rule.get("count", 1) <= 0:
+                continue
+            rule["count"] = rule.get("count", 1) - 1
+            rule["fired"] = rule.get("fired", 0) + 1
+            return dict(rule)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# RDS promotions
+
+
+def global_cluster(gid):
+    rds, _, _, _ = backends()
+    return rds[ACCOUNT]["us-east-1"].global_clusters.get(gid.lower())
+
+
+def rds_result(op, cluster):
+    return (
+        f'<{op}Response xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><{op}Result>'
+        f"<GlobalCluster><GlobalClusterIdentifier>{cluster.global_cluster_identifier}"
+        f"</GlobalClusterIdentifier><Status>{cluster.status}</Status></GlobalCluster>"
+        f"</{op}Result><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+        f"</ResponseMetadata></{op}Response>"
+    )
+
+
+def promote(start_response, op, form):
+    gid = form.get("GlobalClusterIdentifier", [""])[0]
+    target = form.get("TargetDbClusterIdentifier", [""])[0]
+    allow_data_loss = form.get("AllowDataLoss", ["false"])[0] == "true"
+    with LOCK:
+        cluster = global_cluster(gid)
+        if cluster is None:
+            return error(
+                start_response, "rds", 404, "GlobalClusterNotFoundFault",
+                f"Global cluster {gid} not found",
+            )
+        members = {m.db_cluster_arn: m for m in cluster.members}
+        by_id = {m.db_cluster_identifier: m for m in cluster.members}
+        member = members.get(target) or by_id.get(target)
+        if member is None:
+            return error(
+                start_response, "rds", 404, "DBClusterNotFoundFault",
+                f"DBCluster {target} is not a member of {gid}",
+            )
+        if gid.lower() in STATE["transitions"]:
+            return error(
+                start_response, "rds", 400, "InvalidGlobalClusterStateFault",
+                f"Global cluster {gid} already has a failover or switchover in progress",
+            )
+        if member.is_writer:
+            return error(
+                start_response, "rds", 400, "InvalidGlobalClusterStateFault",
+                f"{target} is already the primary cluster of {gid}",
+            )
+        writer = next((m for m in cluster.members if m.is_writer), None)
+        running = "failing-over" if op == "FailoverGlobalCluster" else "switching-over"
+        STATE["transitions"][gid.lower()] = {
+            "start": time.monotonic(),
+            "running": running,
+            "to": member.db_cluster_arn,
+        }
+        cluster.status = running
+        cluster.failover_state = {
+            "Status": "pending",
+            "FromDbClusterArn": writer.db_cluster_arn if writer else None,
+            "ToDbClusterArn": member.db_cluster_arn,
+            "IsDataLossAllowed": op == "FailoverGlobalCluster" and allow_data_loss,
+        }
+        STATE["applied"][op] = STATE["applied"].get(op, 0) + 1
+        return respond(start_response, 200, rds_result(op, cluster))
+
+
+def tick():
+    """Moves promotions, node group updates along; runs every 50 ms."""
+    while True:
+        time.sleep(0.05)
+        now = time.monotonic()
+        with LOCK:
+            for gid, t in list(STATE["transitions"].items()):
+                cluster = global_cluster(gid)
+                if cluster is None:
+                    del STATE["transitions"][gid]
+                    continue
+                elapsed = now - t["start"]
+                if elapsed < TIMINGS["failover_pending"]:
+                    continue
+                if elapsed < TIMINGS["failover_pending"] + TIMINGS["failover_running"]:
+                    cluster.failover_state["Status"] = t["running"]
+                    continue
+                for m in cluster.members:
+                    m.is_writer = m.db_cluster_arn == t["to"]
+                cluster.failover_state = None
+                cluster.status = "available"
+                del STATE["transitions"][gid]
+            _, eks, _, _ = backends()
+            for update in STATE["updates"].values():
+                if update["status"] != "InProgress":
+                    continue
+                if now - update["start"] < TIMINGS["nodegroup_update"]:
+                    continue
+                group = eks[ACCOUNT][update["region"]].clusters[update["cluster"]].nodegroups[
+                    update["nodegroup"]
+                ]
+                group.scaling_config = dict(update["scaling"])
+                group.status = "ACTIVE"
+                update["status"] = "Successful"
+
+
+# ---------------------------------------------------------------------------------------------
+# EKS updates
+
+
+def update_json(update):
+    return {
+        "id": update["id"],
+        "status": update["status"],
+        "type": "ConfigUpdate",
+        "params": [
+            {"type": "MinSize", "value": str(update["scaling"].get("minSize"))},
+            {"type": "MaxSize", "value": str(update["scaling"].get("maxSize"))},
+            {"type": "DesiredSize", "value": str(update["scaling"].get("desiredSize"))},
+        ],
+        "createdAt": update["created"],
+        "errors": [],
+    }
+
+
+def update_nodegroup(start_response, region, path, body):
+    match = re.search(r"/clusters/([^/]+)/node-groups/([^/]+)/update-config$", path)
+    cluster_name, nodegroup_name = match.group(1), match.group(2)
+    request = json.loads(body or b"{}")
+    token = request.get("clientRequestToken") or str(uuid.uuid4())
+    _, eks, _, _ = backends()
+    with LOCK:
+        key = (region, cluster_name, nodegroup_name, token)
+        if key in STATE["tokens"]:
+            update = STATE["updates"][STATE["tokens"][key]]
+            return respond(
+                start_response, 200, json.dumps({"update": update_json(update)}),
+                "application/json",
+            )
+        cluster = eks[ACCOUNT][region].clusters.get(cluster_name)
+        group = cluster.nodegroups.get(nodegroup_name) if cluster else None
+        if group is None:
+            return error(
+                start_response, "eks", 404, "ResourceNotFoundException",
+                f"No node group found for name: {nodegroup_name}.",
+            )
+        if group.status != "ACTIVE":
+            return error(
+                start_response, "eks", 409, "ResourceInUseException",
+                f"Nodegroup {nodegroup_name} is currently {group.status}",
+            )
+        scaling = dict(group.scaling_config)
+        scaling.update(request.get("scalingConfig") or {})
+        update = {
+            "id": str(uuid.uuid4()),
+            "status": "InProgress",
+            "region": region,
+            "cluster": cluster_name,
+            "nodegroup": nodegroup_name,
+            "scaling": scaling,
+            "start": time.monotonic(),
+            "created": time.time(),
+        }
+        STATE["updates"][update["id"]] = update
+        STATE["tokens"][key] = update["id"]
+        group.status = "UPDATING"
+        STATE["applied"]["UpdateNodegroupConfig"] = (
+            STATE["applied"].get("UpdateNodegroupConfig", 0) + 1
+        )
+        return respond(
+            start_response, 200, json.dumps({"update": update_json(update)}), "application/json"
+        )
+
+
+def describe_update(start_response, region, path):
+    match = re.search(r"/clusters/([^/]+)/updates/([^/]+)$", path)
+    with LOCK:
+        update = STATE["updates"].get(match.group(2))
+        if update is None or update["cluster"] != match.group(1) or update["region"] != region:
+            return error(
+                start_response, "eks", 404, "ResourceNotFoundException",
+                f"No update found for ID: {match.group(2)}",
+            )
+        return respond(
+            start_response, 200, json.dumps({"update": update_json(update)}), "application/json"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Route53 and CloudWatch
+
+
+def health_check_status(start_response, path):
+    hc = re.search(r"/healthcheck/([^/]+)/status$", path).group(1)
+    healthy, total = STATE["health"].get(hc, (16, 16))
+    observations = "".join(
+        f"<HealthCheckObservation><Region>us-east-1</Region><IPAddress>192.0.2.{i}</IPAddress>"
+        f"<StatusReport><Status>{'Success: HTTP Status Code 200, OK' if i < healthy else 'Failure: Connection timed out.'}"
+        f"</Status><CheckedTime>2026-01-01T00:00:00Z</CheckedTime></StatusReport>"
+        f"</HealthCheckObservation>"
+        for i in range(total)
+    )
+    body = (
+        '<GetHealthCheckStatusResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+        f"<HealthCheckObservations>{observations}</HealthCheckObservations>"
+        "</GetHealthCheckStatusResponse>"
+    )
+    return respond(start_response, 200, body)
+
+
+def writer_cluster_ids():
+    rds, _, _, _ = backends()
+    ids = set()
+    for cluster in rds[ACCOUNT]["us-east-1"].global_clusters.values():
+        for m in cluster.members:
+            if m.is_writer:
+                ids.add(m.db_cluster_identifier)
+    return ids
+
+
+def get_metric_data(start_response, body):
+    request = cbor2.loads(body) if body else {}
+    results = []
+    writers = writer_cluster_ids()
+    for query in request.get("MetricDataQueries", []):
+        metric = (query.get("MetricStat") or {}).get("Metric") or {}
+        dims = {d.get("Name"): d.get("Value") for d in metric.get("Dimensions", [])}
+        cluster = dims.get("DBClusterIdentifier")
+        with LOCK:
+            lag = STATE["lag_ms"].get(cluster, 1500.0)
+        result = {"Id": query.get("Id"), "Label": metric.get("MetricName", ""), "StatusCode": "Complete"}
+        if metric.get("MetricName") == "AuroraGlobalDBRPOLag" and cluster not in writers and lag is not None:
+            result["Timestamps"] = [cbor2.CBORTag(1, float(int(time.time()) - 30))]
+            result["Values"] = [float(lag)]
+        else:
+            result["Timestamps"] = []
+            result["Values"] = []
+        results.append(result)
+    return respond(
+        start_response,
+        200,
+        cbor2.dumps({"MetricDataResults": results, "Messages": []}),
+        "application/cbor",
+        [("smithy-protocol", "rpc-v2-cbor")],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The dump of emulated state
+
+
+def dump():
+    rds, eks, asg, r53 = backends()
+    out = {"global_clusters": {}, "nodegroups": {}, "autoscaling_groups": {}, "zones": {}}
+    for gid, cluster in sorted(rds[ACCOUNT]["us-east-1"].global_clusters.items()):
+        out["global_clusters"][gid] = {
+            "status": cluster.status,
+            "failover_state": getattr(cluster, "failover_state", None),
+            "members": sorted(
+                [m.db_cluster_arn, bool(m.is_writer)] for m in cluster.members
+            ),
+        }
+    for region, backend in sorted(eks[ACCOUNT].items()):
+        for cname, cluster in sorted(backend.clusters.items()):
+            for gname, group in sorted(cluster.nodegroups.items()):
+                out["nodegroups"][f"{region}/{cname}/{gname}"] = {
+                    "status": group.status,
+                    "scaling": dict(sorted(group.scaling_config.items())),
+                }
+    for region, backend in sorted(asg[ACCOUNT].items()):
+        for name, group in sorted(backend.autoscaling_groups.items()):
+            out["autoscaling_groups"][f"{region}/{name}"] = {
+                "min": group.min_size,
+                "max": group.max_size,
+                "desired": group.desired_capacity,
+                "instances": len(group.instance_states),
+            }
+    backend = r53[ACCOUNT]["global"] if "global" in r53[ACCOUNT] else r53[ACCOUNT]["us-east-1"]
+    for zid, zone in sorted(backend.zones.items()):
+        records = []
+        for rr in zone.rrsets:
+            records.append(
+                {
+                    "name": rr.name,
+                    "type": rr.type,
+                    "set_identifier": getattr(rr, "set_identifier", None),
+                    "region": getattr(rr, "region", None),
+                    "ttl": str(getattr(rr, "ttl", None)),
+                    "values": list(getattr(rr, "records", []) or []),
+                    "health_check": rr.health_check_id,
+                }
+            )
+        out["zones"][zid] = sorted(records, key=lambda r: json.dumps(r, sort_keys=True))
+    with LOCK:
+        out["applied"] = dict(sorted(STATE["applied"].items()))
+        out["eks_updates"] = len(STATE["updates"])
+        out["route53_changes"] = len(STATE["changes"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin API
+
+
+def admin(environ, start_response, method, path, body):
+    def ok(value):
+        return respond(start_response, 200, json.dumps(value, sort_keys=True, default=str), "application/json")
+
+    data = json.loads(body) if body else {}
+    if path == "/_dr/faults" and method == "POST":
+        rules = data if isinstance(data, list) else [data]
+        with LOCK:
+            for rule in rules:
+                rule.setdefault("count", 1_000_000)
+                STATE["faults"].append(rule)
+        return ok({"faults": len(STATE["faults"])})
+    if path == "/_dr/faults" and method == "DELETE":
+        with LOCK:
+            STATE["faults"].clear()
+        RELEASE.set()
+        return ok({})
+    if path == "/_dr/faults":
+        with LOCK:
+            return ok(STATE["faults"])
+    if path == "/_dr/release":
+        RELEASE.set()
+        return ok({})
+    if path == "/_dr/calls":
+        with LOCK:
+            return ok({"calls": STATE["calls"], "holding": STATE["holding"]})
+    if path == "/_dr/applied":
+        with LOCK:
+            return ok(STATE["applied"])
+    if path == "/_dr/state":
+        with LOCK:
+            return ok(dump())
+    if path == "/_dr/timings" and method == "POST":
+        TIMINGS.update({k: float(v) for k, v in data.items() if k in TIMINGS})
+        return ok(TIMINGS)
+    if path == "/_dr/health" and method == "POST":
+        with LOCK:
+            STATE["health"][data["health_check_id"]] = (int(data["healthy"]), int(data["total"]))
+        return ok({})
+    if path == "/_dr/lag" and method == "POST":
+        with LOCK:
+            STATE["lag_ms"][data["cluster"]] = data.get("ms")
+        return ok({})
+    return respond(start_response, 404, json.dumps({"error": f"no admin route {method} {path}"}), "application/json")
+
+
+# ---------------------------------------------------------------------------------------------
+# The middleware
+
+
+class Launcher:
+    def __init__(self, moto_app):
+        self.moto = moto_app
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+
+        if path.startswith("/_dr/"):
+            return admin(environ, start_response, method, path, body)
+
+        region, service = credential_scope(environ)
+        op, form = operation_of(service, method, path, body, environ)
+        entry = {"op": op, "service": service, "region": region, "t": time.time(), "outcome": "ok"}
+        with LOCK:
+            STATE["calls"].append(entry)
+
+        fault = matching_fault(op, region)
+        if fault:
+            kind = fault["kind"]
+            entry["outcome"] = kind
+            if kind == "throttle":
+                status, code = throttle_code(service, op)
+                return error(start_response, service, status, code, "Rate exceeded")
+            if kind == "error":
+                status = int(fault.get("status", 500))
+                code = "ServiceUnavailable" if status == 503 else "InternalFailure"
+                if service == "eks":
+                    code = "ServerException"
+                return error(start_response, service, status, code, "injected server error")
+            if kind == "latency":
+                time.sleep(float(fault.get("seconds", 10)))
+            if kind == "hold":
+                with LOCK:
+                    STATE["holding"] += 1
+                RELEASE.clear()
+                RELEASE.wait(timeout=float(fault.get("seconds", 120)))
+                with LOCK:
+                    STATE["holding"] -= 1
+                entry["outcome"] = "held, then dropped"
+                return error(start_response, service, 503, "ServiceUnavailable", "held by the test, never applied")
+
+        if op in ("FailoverGlobalCluster", "SwitchoverGlobalCluster"):
+            return promote(start_response, op, form)
+        if op == "UpdateNodegroupConfig":
+            return update_nodegroup(start_response, region, path, body)
+        if op == "DescribeUpdate":
+            return describe_update(start_response, region, path)
+        if op == "GetHealthCheckStatus":
+            return health_check_status(start_response, path)
+        if op == "GetMetricData":
+            return get_metric_data(start_response, body)
+
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            captured["headers"] = headers
+            return lambda data: None
+
+        chunks = self.moto(environ, capture)
+        payload = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        status_code = int(captured["status"].split()[0])
+
+        if status_code == 200 and op in MUTATIONS:
+            with LOCK:
+                STATE["applied"][op] = STATE["applied"].get(op, 0) + 1
+        if op == "ChangeResourceRecordSets" and status_code == 200:
+            match = re.search(rb"<Id>(?:/change/)?([^<]+)</Id>", payload)
+            if match:
+                with LOCK:
+                    STATE["changes"][match.group(1).decode()] = time.monotonic() + TIMINGS["dns_change"]
+                payload = payload.replace(b"<Status>INSYNC</Status>", b"<Status>PENDING</Status>")
+        if op == "GetChange" and status_code == 200:
+            change_id = path.rsplit("/", 1)[-1]
+            with LOCK:
+                until = STATE["changes"].get(change_id)
+            if until is not None and time.monotonic() < until:
+                payload = payload.replace(b"<Status>INSYNC</Status>", b"<Status>PENDING</Status>")
+        if status_code >= 400:
+            entry["outcome"] = f"HTTP {status_code}"
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(captured["status"], headers)
+        return [payload]
+
+
+def seed(endpoint, world):
+    """Creates the deployment in `world` (JSON, written by the test) through the real API, and
+    returns the ids AWS generates: the hosted zone's and each region's health check's."""
+    import boto3
+
+    def client(service, region):
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    gid = world["global_cluster_id"]
+    client("rds", world["regions"][0]["name"]).create_global_cluster(
+        GlobalClusterIdentifier=gid, Engine="aurora-postgresql", EngineVersion="15.4"
+    )
+    r53 = client("route53", "us-east-1")
+    zone = r53.create_hosted_zone(
+        Name=world["zone_name"], CallerReference=str(uuid.uuid4())
+    )["HostedZone"]["Id"].split("/")[-1]
+    ids = {"hosted_zone_id": zone, "health_checks": {}}
+    changes = []
+    for index, region in enumerate(world["regions"]):
+        name = region["name"]
+        rds = client("rds", name)
+        args = dict(
+            DBClusterIdentifier=region["db_cluster_id"],
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            GlobalClusterIdentifier=gid,
+        )
+        if index == 0:
+            args.update(MasterUsername="dr", MasterUserPassword="not-a-secret-1")
+        rds.create_db_cluster(**args)
+        eks = client("eks", name)
+        eks.create_cluster(
+            name=region["eks_cluster"],
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks",
+            resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]},
+        )
+        for group in region["node_groups"]:
+            eks.create_nodegroup(
+                clusterName=region["eks_cluster"],
+                nodegroupName=group["name"],
+                nodeRole=f"arn:aws:iam::{ACCOUNT}:role/nodes",
+                subnets=["subnet-1"],
+                scalingConfig={
+                    "minSize": group["min"],
+                    "maxSize": group["max"],
+                    "desiredSize": group["desired"],
+                },
+            )
+        asg = client("autoscaling", name)
+        if region["autoscaling_groups"]:
+            asg.create_launch_configuration(
+                LaunchConfigurationName=f"{name}-spot",
+                ImageId="ami-12c6146b",
+                InstanceType="m5.large",
+            )
+        for group in region["autoscaling_groups"]:
+            asg.create_auto_scaling_group(
+                AutoScalingGroupName=group["name"],
+                LaunchConfigurationName=f"{name}-spot",
+                MinSize=group["min"],
+                MaxSize=group["max"],
+                DesiredCapacity=group["desired"],
+                AvailabilityZones=[f"{name}a"],
+            )
+        check = r53.create_health_check(
+            CallerReference=str(uuid.uuid4()),
+            HealthCheckConfig={
+                "Type": "HTTPS",
+                "FullyQualifiedDomainName": f"api-{name}.example.com",
+                "Port": 443,
+                "ResourcePath": "/health",
+                "RequestInterval": 10,
+                "FailureThreshold": 3,
+            },
+        )["HealthCheck"]["Id"]
+        ids["health_checks"][name] = check
+        if region.get("serving", True):
+            changes.append(
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": world["record_name"],
+                        "Type": "A",
+                        "SetIdentifier": region["set_identifier"],
+                        "Region": name,
+                        "TTL": world["ttl"],
+                        "ResourceRecords": [{"Value": v} for v in region["record_values"]],
+                        "HealthCheckId": check,
+                    },
+                }
+            )
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    return ids
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seed", help="a JSON file describing the deployment to create")
+    args = parser.parse_args()
+    app = Launcher(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", args.port, app, threaded=True)
+    threading.Thread(target=tick, daemon=True).start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ids = {}
+    if args.seed:
+        with open(args.seed) as f:
+            world = json.load(f)
+        ids = seed(f"http://127.0.0.1:{server.server_port}", world)
+        with LOCK:
+            STATE["calls"].clear()
+            STATE["applied"].clear()
+            STATE["changes"].clear()
+    print(f"READY {server.server_port} {json.dumps(ids)}", flush=True)
+    # Until the test that started it closes our stdin (or dies).
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
