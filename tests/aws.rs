@@ -173,3 +173,214 @@ fn a_failover_then_a_switchover_back_run_end_to_end_on_the_emulator() {
     assert_eq!(west["lag_seconds"], 1.5, "{status}");
     assert_eq!(status["regions"][0]["lag_seconds"], Value::Null, "{status}");
 }
+
+/// `key=value` pairs of a printed operation.
+fn pairs(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.split([' ', '(', ')'])
+        .filter_map(|word| word.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One mutating call as a comparable line, from `dr`'s printed dry run.
+fn printed_call(line: &str) -> String {
+    let operation = line.split("would call ").nth(1).unwrap();
+    let (name, rest) = operation.split_once(' ').unwrap();
+    let op = name.split(':').nth(1).unwrap();
+    let p = pairs(rest);
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    match op {
+        "FailoverGlobalCluster" => format!(
+            "{op} {} {} {} AllowDataLoss={}",
+            get("region"),
+            get("GlobalClusterIdentifier"),
+            get("TargetDbClusterIdentifier"),
+            get("AllowDataLoss")
+        ),
+        "SwitchoverGlobalCluster" => format!(
+            "{op} {} {} {}",
+            get("region"),
+            get("GlobalClusterIdentifier"),
+            get("TargetDbClusterIdentifier")
+        ),
+        "UpdateNodegroupConfig" => format!(
+            "{op} {} {}/{} {}/{}/{}",
+            get("region"),
+            get("cluster"),
+            get("nodegroup"),
+            get("min"),
+            get("max"),
+            get("desired")
+        ),
+        "UpdateAutoScalingGroup" => format!(
+            "{op} {} {} {}/{}/{}",
+            get("region"),
+            get("AutoScalingGroupName"),
+            get("MinSize"),
+            get("MaxSize"),
+            get("DesiredCapacity")
+        ),
+        "ChangeResourceRecordSets" => {
+            let mut changes: Vec<String> = rest
+                .split('[')
+                .skip(1)
+                .map(|c| {
+                    let action = c.split(' ').next().unwrap();
+                    let id = pairs(c)["SetIdentifier"].clone();
+                    format!("{action} SetIdentifier={id}")
+                })
+                .collect();
+            changes.sort();
+            format!("{op} global {} {}", get("HostedZoneId"), changes.join(";"))
+        }
+        other => panic!("unexpected operation {other} in {line}"),
+    }
+}
+
+/// One mutating call as a comparable line, from the emulator's log.
+fn received_call(call: &Value) -> String {
+    let op = call["op"].as_str().unwrap();
+    let region = call["region"].as_str().unwrap();
+    let p = &call["params"];
+    let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+    match op {
+        "FailoverGlobalCluster" => format!(
+            "{op} {region} {} {} AllowDataLoss={}",
+            s("GlobalClusterIdentifier"),
+            s("TargetDbClusterIdentifier"),
+            s("AllowDataLoss")
+        ),
+        "SwitchoverGlobalCluster" => format!(
+            "{op} {region} {} {}",
+            s("GlobalClusterIdentifier"),
+            s("TargetDbClusterIdentifier")
+        ),
+        "UpdateNodegroupConfig" => format!(
+            "{op} {region} {}/{} {}/{}/{}",
+            s("cluster"),
+            s("nodegroup"),
+            s("min"),
+            s("max"),
+            s("desired")
+        ),
+        "UpdateAutoScalingGroup" => format!(
+            "{op} {region} {} {}/{}/{}",
+            s("AutoScalingGroupName"),
+            s("MinSize"),
+            s("MaxSize"),
+            s("DesiredCapacity")
+        ),
+        "ChangeResourceRecordSets" => {
+            let changes: Vec<String> = p["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            format!("{op} global {} {}", s("HostedZoneId"), changes.join(";"))
+        }
+        other => panic!("unexpected mutation {other}"),
+    }
+}
+
+const MUTATING: &[&str] = &[
+    "FailoverGlobalCluster",
+    "SwitchoverGlobalCluster",
+    "UpdateNodegroupConfig",
+    "UpdateAutoScalingGroup",
+    "ChangeResourceRecordSets",
+];
+
+fn mutations_received(moto: &Moto) -> Vec<Value> {
+    moto.calls()
+        .into_iter()
+        .filter(|c| MUTATING.contains(&c["op"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_dry_run_reads_for_real_changes_nothing_and_prints_exactly_what_a_real_run_calls() {
+    let s = setup();
+    let before = serde_json::to_string(&s.moto.state()).unwrap();
+
+    let dry = run(
+        &s.config,
+        &["failover", "--to", "us-west-2", "--dry-run", "--yes"],
+    );
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    let after = serde_json::to_string(&s.moto.state()).unwrap();
+    assert_eq!(before, after, "a dry run changed the emulator's state");
+    assert!(
+        mutations_received(&s.moto).is_empty(),
+        "{:?}",
+        s.moto.calls()
+    );
+    // Every read was made for real.
+    let ops: std::collections::BTreeSet<String> = s
+        .moto
+        .calls()
+        .iter()
+        .map(|c| c["op"].as_str().unwrap().to_string())
+        .collect();
+    for read in [
+        "DescribeGlobalClusters",
+        "DescribeNodegroup",
+        "DescribeAutoScalingGroups",
+        "ListResourceRecordSets",
+        "GetHealthCheckStatus",
+        "GetMetricData",
+    ] {
+        assert!(
+            ops.contains(read),
+            "the dry run did not read {read}: {ops:?}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    let mut printed: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with("DRY RUN") && l.contains("would call "))
+        .map(printed_call)
+        .collect();
+    printed.sort();
+    assert_eq!(printed.len(), 4, "{}", text(&dry));
+
+    let real = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+    assert_eq!(real.status.code(), Some(0), "{}", text(&real));
+    let mut made: Vec<String> = mutations_received(&s.moto)
+        .iter()
+        .map(received_call)
+        .collect();
+    made.sort();
+    assert_eq!(printed, made);
+}
+
+#[test]
+fn a_dry_run_drill_rehearses_against_the_emulator_and_changes_nothing() {
+    let s = setup();
+    let before = serde_json::to_string(&s.moto.state()).unwrap();
+    let scenario = common::moto::root().join("runbooks/drills/auto-primary-outage.toml");
+    let out = run(
+        &s.config,
+        &[
+            "drill",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("against AWS"), "{stdout}");
+    assert!(
+        stdout.contains("dr failover --from us-east-1 --to us-west-2 --dry-run"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not injected"), "{stdout}");
+    let would: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("would call "))
+        .collect();
+    assert_eq!(would.len(), 4, "{stdout}");
+    assert_eq!(before, serde_json::to_string(&s.moto.state()).unwrap());
+    assert!(mutations_received(&s.moto).is_empty());
+}

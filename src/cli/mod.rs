@@ -236,6 +236,11 @@ pub struct DrillArgs {
     /// config's detection.pre_warm). Daemon scenarios only.
     #[arg(long, value_enum)]
     pub pre_warm: Option<Switch>,
+    /// Rehearse against the configured backend (real AWS with backend = "aws"): every read is
+    /// made for real and every mutating call is printed instead of made. Scripted faults are
+    /// not injected.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `dr sim` subcommands.
@@ -1594,6 +1599,19 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
     let config = config::load(config_path)?;
     let scenario =
         scenario::load(&args.scenario).map_err(|e| CliError::bad_input(e.to_string()))?;
+    if args.dry_run {
+        if args.serial || args.seed.is_some() || args.pre_warm.is_some() {
+            return Err(CliError::bad_input(
+                "--serial, --seed and --pre-warm shape the simulation; a --dry-run drill runs against the configured backend and takes none of them",
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("cannot start the runtime: {e}")))?;
+        return runtime.block_on(drill_dry_run(&config, &scenario, json));
+    }
     let runtime = drill::runtime()
         .map_err(|e| CliError::new(exit::INTERNAL, format!("cannot start the runtime: {e}")))?;
     let pre_warm = args.pre_warm.map(|switch| switch == Switch::On);
@@ -1611,6 +1629,70 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
         print!("{}", report.render());
     }
     Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::DRILL_FAILED
+    })
+}
+
+/// `dr drill --dry-run`: the scenario's failovers as dry runs against the configured backend.
+async fn drill_dry_run(config: &Config, scenario: &scenario::Scenario, json: bool) -> CliResult {
+    let (providers, clock, _) = backend(config).await?;
+    let writer = current_writer(config, &providers).await?;
+    let (requests, not_injected) = drill::dry_run_requests(scenario, &config.topology, &writer)
+        .map_err(CliError::bad_input)?;
+    let backend_name = match config.backend {
+        Backend::Sim => "the simulator's world",
+        Backend::Aws => "AWS",
+    };
+    println!(
+        "DRY RUN of drill `{}` against {backend_name}: every read is real; no mutating call is made",
+        scenario.name
+    );
+    for line in &not_injected {
+        println!("not injected: {line}");
+    }
+    let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+    let engine = engine(config, store.clone(), providers, clock, json);
+    let mut failed = 0;
+    for (index, request) in requests.into_iter().enumerate() {
+        let id = RunId::new(format!("dry-run-{}", index + 1));
+        println!(
+            "run {id}: dr {} --from {} --to {} --dry-run",
+            request.kind, request.from, request.to
+        );
+        let created = engine.create_run(
+            &config.topology,
+            &config.plan,
+            NewRun {
+                id: id.clone(),
+                request,
+                trigger: Trigger::Drill {
+                    scenario: scenario.name.clone(),
+                },
+                actor: Actor::new("dry-run-drill"),
+                reason: format!("dry-run drill {}", scenario.name),
+                dry_run: true,
+            },
+        );
+        if let Err(err) = created {
+            failed += 1;
+            println!("run {id}: refused: {err}");
+            continue;
+        }
+        match engine.execute(&id, &CancellationToken::new()).await? {
+            ExecOutcome::Finished(outcome) => {
+                println!("run {id}: the dry run finished: {outcome}")
+            }
+            other => {
+                failed += 1;
+                println!(
+                    "run {id}: the dry run stopped: {other:?}; a real run would stop there too"
+                );
+            }
+        }
+    }
+    Ok(if failed == 0 {
         exit::OK
     } else {
         exit::DRILL_FAILED

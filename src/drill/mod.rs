@@ -586,3 +586,91 @@ impl Drill {
         }))
     }
 }
+
+/// The runs a dry-run drill rehearses against the configured backend, and the scripted events it
+/// cannot inject there (nothing in a real account is broken on purpose).
+///
+/// Operator `failover` and `switchover` commands become dry runs, in order. A scenario without
+/// one (an automatic scenario) rehearses what the daemon would do when the writer's region
+/// fails: a failover from `writer` to the most preferred other region, taken from the first
+/// outage of the writer's region.
+pub fn dry_run_requests(
+    scenario: &Scenario,
+    topology: &crate::core::topology::Topology,
+    writer: &RegionName,
+) -> Result<(Vec<PlanRequest>, Vec<String>), String> {
+    let known = |name: &str| -> Result<RegionName, String> {
+        let region = RegionName::new(name);
+        if topology.region(&region).is_none() {
+            return Err(format!(
+                "scenario `{}` names region `{name}`, which is not in the config",
+                scenario.name
+            ));
+        }
+        Ok(region)
+    };
+    let mut requests = Vec::new();
+    let mut not_injected = Vec::new();
+    let has_commands = scenario.events.iter().any(|e| {
+        matches!(
+            e.action,
+            Action::Command(OperatorCommand::Failover { .. })
+                | Action::Command(OperatorCommand::Switchover { .. })
+        )
+    });
+    for event in &scenario.events {
+        let at = format!("T+{}", fmt_duration(event.at));
+        match &event.action {
+            Action::Command(OperatorCommand::Failover { to, from }) => requests.push(PlanRequest {
+                from: from
+                    .as_deref()
+                    .map(known)
+                    .transpose()?
+                    .unwrap_or(writer.clone()),
+                to: known(to)?,
+                kind: RunKind::Failover,
+            }),
+            Action::Command(OperatorCommand::Switchover { to, from }) => {
+                requests.push(PlanRequest {
+                    from: from
+                        .as_deref()
+                        .map(known)
+                        .transpose()?
+                        .unwrap_or(writer.clone()),
+                    to: known(to)?,
+                    kind: RunKind::Switchover,
+                })
+            }
+            Action::Outage { region, .. }
+                if !has_commands && scenario.daemon && region == writer && requests.is_empty() =>
+            {
+                let target = topology
+                    .regions
+                    .iter()
+                    .find(|r| &r.name != writer)
+                    .ok_or("the config has no region to fail over to")?;
+                not_injected.push(format!(
+                    "{at}: outage of {region} (not injected; rehearsing the failover the daemon would start once the failure window fills)"
+                ));
+                requests.push(PlanRequest {
+                    from: writer.clone(),
+                    to: target.name.clone(),
+                    kind: RunKind::Failover,
+                });
+            }
+            Action::Command(other) => not_injected.push(format!(
+                "{at}: operator command {other:?} (a dry run never waits for an operator)"
+            )),
+            other => not_injected.push(format!(
+                "{at}: {other:?} (scripted faults are not injected into real AWS)"
+            )),
+        }
+    }
+    if requests.is_empty() {
+        return Err(format!(
+            "scenario `{}` has no failover or switchover to rehearse, and no outage of the writer's region {writer}",
+            scenario.name
+        ));
+    }
+    Ok((requests, not_injected))
+}

@@ -180,6 +180,53 @@ def throttle_code(service, op):
 # Faults
 
 
+def mutation_params(op, form, path, body):
+    """The parameters of a mutating call, as `dr`'s dry run prints them."""
+    if form is not None:
+        def one(key):
+            return form.get(key, [""])[0]
+
+        if op in ("FailoverGlobalCluster", "SwitchoverGlobalCluster"):
+            params = {
+                "GlobalClusterIdentifier": one("GlobalClusterIdentifier"),
+                "TargetDbClusterIdentifier": one("TargetDbClusterIdentifier").rsplit(":", 1)[-1],
+            }
+            if op == "FailoverGlobalCluster":
+                params["AllowDataLoss"] = one("AllowDataLoss") or "false"
+            return params
+        if op == "UpdateAutoScalingGroup":
+            return {
+                "AutoScalingGroupName": one("AutoScalingGroupName"),
+                "MinSize": one("MinSize"),
+                "MaxSize": one("MaxSize"),
+                "DesiredCapacity": one("DesiredCapacity"),
+            }
+    if op == "UpdateNodegroupConfig":
+        match = re.search(r"/clusters/([^/]+)/node-groups/([^/]+)/update-config$", path)
+        request = json.loads(body or b"{}")
+        scaling = request.get("scalingConfig") or {}
+        return {
+            "cluster": match.group(1),
+            "nodegroup": match.group(2),
+            "min": str(scaling.get("minSize")),
+            "max": str(scaling.get("maxSize")),
+            "desired": str(scaling.get("desiredSize")),
+        }
+    if op == "ChangeResourceRecordSets":
+        import xml.etree.ElementTree as ET
+
+        zone = re.search(r"/hostedzone/([^/]+)/rrset", path).group(1)
+        changes = []
+        for change in ET.fromstring(body).iter():
+            if change.tag.endswith("}Change") or change.tag == "Change":
+                fields = {c.tag.split("}")[-1]: c for c in change.iter()}
+                changes.append(
+                    f"{fields['Action'].text} SetIdentifier={fields['SetIdentifier'].text}"
+                )
+        return {"HostedZoneId": zone, "changes": sorted(changes)}
+    return {}
+
+
 def matching_fault(op, region):
     """The fault to apply to this call, if any; counts it down."""
     with LOCK:
@@ -570,6 +617,8 @@ class Launcher:
         region, service = credential_scope(environ)
         op, form = operation_of(service, method, path, body, environ)
         entry = {"op": op, "service": service, "region": region, "t": time.time(), "outcome": "ok"}
+        if op in MUTATIONS:
+            entry["params"] = mutation_params(op, form, path, body)
         with LOCK:
             STATE["calls"].append(entry)
 
