@@ -10,6 +10,7 @@ use common::moto::{HealthServer, Moto, aws_config, dr, seed_world};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 fn run(config: &Path, args: &[&str]) -> Output {
     dr(config).args(args).output().unwrap()
@@ -383,4 +384,159 @@ fn a_dry_run_drill_rehearses_against_the_emulator_and_changes_nothing() {
     assert_eq!(would.len(), 4, "{stdout}");
     assert_eq!(before, serde_json::to_string(&s.moto.state()).unwrap());
     assert!(mutations_received(&s.moto).is_empty());
+}
+
+/// Where a kill lands: a request the emulator (or the `/health` server) holds unanswered, so
+/// the `dr` process is known to be exactly there when it is killed.
+enum KillPoint {
+    /// Hold this emulator call (a fault rule).
+    Moto(Value),
+    /// Hold the target's `/health` once the record change has been applied.
+    VerifyProbe,
+}
+
+/// Starts a failover, SIGKILLs `dr` at `point`, runs `dr resume`, and checks the final state and
+/// that each mutation was applied once.
+fn kill_and_resume(point: KillPoint) {
+    let s = setup();
+    if let KillPoint::Moto(rule) = &point {
+        s.moto.fault(rule.clone());
+    }
+    let dir = s.config.parent().unwrap().to_path_buf();
+    let mut child = dr(&s.config)
+        .args([
+            "failover",
+            "--to",
+            "us-west-2",
+            "--yes",
+            "--reason",
+            "kill test",
+        ])
+        .stdout(std::fs::File::create(dir.join("killed.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("killed.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let limit = Duration::from_secs(60);
+    match point {
+        KillPoint::Moto(rule) => s
+            .moto
+            .wait_until(limit, &format!("{rule}"), |m| m.holding() >= 1),
+        KillPoint::VerifyProbe => {
+            s.moto.wait_until(limit, "the record change", |m| {
+                m.applied().get("ChangeResourceRecordSets") == Some(&1)
+            });
+            s.health
+                .hold
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            s.moto.wait_until(limit, "a held verify probe", |_| {
+                s.health.held.load(std::sync::atomic::Ordering::SeqCst) >= 1
+            });
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = std::fs::read_to_string(dir.join("killed.err")).unwrap_or_default();
+    assert!(
+        !killed.contains("run finished"),
+        "the run finished before the kill:\n{killed}"
+    );
+    s.moto.clear_faults();
+    s.health
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let resumed = run(
+        &s.config,
+        &["resume", "--yes", "--reason", "after the kill"],
+    );
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "killed run:\n{killed}\n{}",
+        text(&resumed)
+    );
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("run finished: succeeded"),
+        "{}",
+        text(&resumed)
+    );
+    assert_eq!(s.moto.writer(), "us-west-2");
+    assert_eq!(sizes(&s.moto), failed_over_sizes());
+    assert_eq!(s.moto.dns_regions(), vec!["us-west-2"]);
+    // Each mutation took effect exactly once. UpdateNodegroupConfig may be sent again with the
+    // same request token (the launcher then returns the same update), which is what the token
+    // allows; it never starts a second update.
+    let applied = s.moto.applied();
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateNodegroupConfig",
+        "UpdateAutoScalingGroup",
+        "ChangeResourceRecordSets",
+    ] {
+        assert_eq!(
+            applied.get(op),
+            Some(&1),
+            "{op}: {applied:?}\nkilled run:\n{killed}"
+        );
+    }
+    assert_eq!(s.moto.state()["eks_updates"], 1);
+}
+
+#[test]
+fn kill_at_the_boundary_after_preflight_then_resume() {
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "FailoverGlobalCluster", "kind": "hold", "count": 1
+    })));
+}
+
+#[test]
+fn kill_while_waiting_for_the_promotion_then_resume() {
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "DescribeGlobalClusters", "kind": "hold", "count": 1,
+        "after_op": "FailoverGlobalCluster"
+    })));
+}
+
+#[test]
+fn kill_while_waiting_for_the_node_group_update_then_resume() {
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "DescribeUpdate", "kind": "hold", "count": 1
+    })));
+}
+
+#[test]
+fn kill_while_waiting_for_the_auto_scaling_group_then_resume() {
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "DescribeAutoScalingGroups", "kind": "hold", "count": 1,
+        "after_op": "UpdateAutoScalingGroup"
+    })));
+}
+
+#[test]
+fn kill_at_the_boundary_after_promotion_and_scaling_then_resume() {
+    // The first record read is repoint-dns's: preflight, promote-db and scale-target are done.
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "ListResourceRecordSets", "kind": "hold", "count": 1
+    })));
+}
+
+#[test]
+fn kill_while_waiting_for_the_dns_change_then_resume() {
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "GetChange", "kind": "hold", "count": 1
+    })));
+}
+
+#[test]
+fn kill_at_the_boundary_after_repoint_then_resume() {
+    // The first writer read after the record change is verify's.
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "DescribeGlobalClusters", "kind": "hold", "count": 1,
+        "after_op": "ChangeResourceRecordSets"
+    })));
+}
+
+#[test]
+fn kill_while_verify_probes_the_target_then_resume() {
+    kill_and_resume(KillPoint::VerifyProbe);
 }

@@ -267,6 +267,10 @@ pub struct HealthServer {
     pub port: u16,
     /// Requests answered.
     pub hits: Arc<AtomicU32>,
+    /// While set, requests are held unanswered (for at most 60 s each).
+    pub hold: Arc<AtomicBool>,
+    /// Requests being held now.
+    pub held: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
 }
 
@@ -278,7 +282,9 @@ impl HealthServer {
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
+        let hold = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicU32::new(0));
+        let (h, s, hd, hl) = (hits.clone(), stop.clone(), hold.clone(), held.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -287,6 +293,17 @@ impl HealthServer {
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                         let mut buf = [0u8; 2048];
                         let _ = stream.read(&mut buf);
+                        if hd.load(Ordering::SeqCst) {
+                            hl.fetch_add(1, Ordering::SeqCst);
+                            let start = Instant::now();
+                            while hd.load(Ordering::SeqCst)
+                                && start.elapsed() < Duration::from_secs(60)
+                            {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            hl.fetch_sub(1, Ordering::SeqCst);
+                            continue;
+                        }
                         h.fetch_add(1, Ordering::SeqCst);
                         let _ = stream.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
@@ -296,7 +313,13 @@ impl HealthServer {
                 }
             }
         });
-        HealthServer { port, hits, stop }
+        HealthServer {
+            port,
+            hits,
+            hold,
+            held,
+            stop,
+        }
     }
 }
 
