@@ -540,3 +540,124 @@ fn kill_at_the_boundary_after_repoint_then_resume() {
 fn kill_while_verify_probes_the_target_then_resume() {
     kill_and_resume(KillPoint::VerifyProbe);
 }
+
+/// The steps the last run recorded as succeeded.
+fn steps_done(config: &Path) -> Vec<String> {
+    let out = run(config, &["runs", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    runs[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"]["status"] == "succeeded")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Each step recorded done is done in the emulator.
+fn assert_done_steps_are_true(moto: &Moto, done: &[String], to: &str, context: &str) {
+    for step in done {
+        match step.as_str() {
+            "promote-db" => assert_eq!(moto.writer(), to, "{context}: promote-db done"),
+            "scale-target" if to == "us-west-2" => {
+                assert_eq!(
+                    sizes(moto),
+                    failed_over_sizes(),
+                    "{context}: scale-target done"
+                )
+            }
+            "repoint-dns" if to == "us-west-2" => {
+                assert_eq!(
+                    moto.dns_regions(),
+                    vec!["us-west-2"],
+                    "{context}: repoint-dns done"
+                )
+            }
+            "repoint-dns" => assert_eq!(
+                moto.dns_regions(),
+                vec!["us-east-1", "us-west-2"],
+                "{context}: repoint-dns done"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Injects throttling, 5xx answers and 10 s of latency into `operation`, one kind per fresh
+/// emulator, and runs a failover (or, for the switchover operation, a failover then a
+/// switchover back) through each.
+fn faults_in(operation: &str) {
+    let kinds = [
+        json!({"operation": operation, "kind": "throttle", "count": 4}),
+        json!({"operation": operation, "kind": "error", "status": 500, "count": 2}),
+        json!({"operation": operation, "kind": "error", "status": 503, "count": 1}),
+        json!({"operation": operation, "kind": "latency", "seconds": 10, "count": 1}),
+    ];
+    let switchover = operation == "SwitchoverGlobalCluster";
+    for rule in kinds {
+        let s = setup();
+        let (to, command) = if switchover {
+            let out = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            ("us-east-1", "switchover")
+        } else {
+            ("us-west-2", "failover")
+        };
+        s.moto.fault(rule.clone());
+        let out = run(
+            &s.config,
+            &[command, "--to", to, "--yes", "--reason", "fault test"],
+        );
+        let context = format!("{rule}\n{}", text(&out));
+        let fired = s.moto.admin("GET", "/_dr/faults", None)[0]["fired"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(fired >= 1, "the fault never fired: {context}");
+        let done = steps_done(&s.config);
+        assert_done_steps_are_true(&s.moto, &done, to, &context);
+        match out.status.code() {
+            // Transient faults are ridden out: the run completes.
+            Some(0) => {
+                assert_eq!(done.len(), 5, "{context}");
+                assert_eq!(s.moto.writer(), to, "{context}");
+                let applied = s.moto.applied();
+                let promotion = if switchover {
+                    "SwitchoverGlobalCluster"
+                } else {
+                    "FailoverGlobalCluster"
+                };
+                assert_eq!(applied.get(promotion), Some(&1), "{context}: {applied:?}");
+                assert_eq!(s.moto.state()["eks_updates"], 1, "{context}");
+            }
+            other => {
+                panic!("the run did not complete ({other:?}) under a transient fault: {context}")
+            }
+        }
+    }
+}
+
+#[test]
+fn faults_in_failover_global_cluster_are_ridden_out() {
+    faults_in("FailoverGlobalCluster");
+}
+
+#[test]
+fn faults_in_switchover_global_cluster_are_ridden_out() {
+    faults_in("SwitchoverGlobalCluster");
+}
+
+#[test]
+fn faults_in_update_nodegroup_config_are_ridden_out() {
+    faults_in("UpdateNodegroupConfig");
+}
+
+#[test]
+fn faults_in_update_auto_scaling_group_are_ridden_out() {
+    faults_in("UpdateAutoScalingGroup");
+}
+
+#[test]
+fn faults_in_change_resource_record_sets_are_ridden_out() {
+    faults_in("ChangeResourceRecordSets");
+}
