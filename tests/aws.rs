@@ -661,3 +661,142 @@ fn faults_in_update_auto_scaling_group_are_ridden_out() {
 fn faults_in_change_resource_record_sets_are_ridden_out() {
     faults_in("ChangeResourceRecordSets");
 }
+
+#[test]
+fn access_denied_stops_the_run_naming_the_iam_action_and_resume_finishes_it() {
+    let s = setup();
+    s.moto
+        .fault(json!({"operation": "UpdateNodegroupConfig", "kind": "denied"}));
+    let out = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+    let context = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{context}");
+    assert!(
+        context.contains("the credentials need IAM action eks:UpdateNodegroupConfig"),
+        "{context}"
+    );
+    let done = steps_done(&s.config);
+    assert!(!done.contains(&"scale-target".to_string()), "{context}");
+    assert_done_steps_are_true(&s.moto, &done, "us-west-2", &context);
+    assert_eq!(
+        s.moto.dns_regions(),
+        vec!["us-east-1", "us-west-2"],
+        "no repoint before scaling"
+    );
+
+    // The policy is fixed: resume finishes the run.
+    s.moto.clear_faults();
+    let out = run(
+        &s.config,
+        &["resume", "--yes", "--reason", "IAM policy fixed"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(sizes(&s.moto), failed_over_sizes());
+    assert_eq!(s.moto.dns_regions(), vec!["us-west-2"]);
+    assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
+}
+
+#[test]
+fn a_missing_resource_is_named_with_the_config_key_that_points_at_it() {
+    let s = setup();
+    let text_before = std::fs::read_to_string(&s.config).unwrap();
+    // The secondary's node group is misspelt in the config.
+    let at = text_before.find("name = \"us-west-2\"").unwrap();
+    let group = at + text_before[at..].find("name = \"general\"").unwrap();
+    let mut broken = text_before.clone();
+    broken.replace_range(
+        group..group + "name = \"general\"".len(),
+        "name = \"genral\"",
+    );
+    std::fs::write(&s.config, broken).unwrap();
+    let before = serde_json::to_string(&s.moto.state()).unwrap();
+    let out = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+    let context = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{context}");
+    assert!(
+        context.contains("node group genral of EKS cluster yt-video-creator-west"),
+        "{context}"
+    );
+    assert!(
+        context.contains("[[region]] name = \"us-west-2\": eks.node_group name = \"genral\""),
+        "{context}"
+    );
+    // Preflight found it before any change.
+    assert_eq!(before, serde_json::to_string(&s.moto.state()).unwrap());
+}
+
+#[test]
+fn an_endpoint_that_is_down_leaves_signals_unknown_and_changes_nothing() {
+    let s = setup();
+    // Nothing listens on this port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text_ok = std::fs::read_to_string(&s.config).unwrap();
+    let down = text_ok.replace(
+        &format!("endpoint_url = \"{}\"", s.moto.endpoint()),
+        &format!("endpoint_url = \"http://127.0.0.1:{port}\""),
+    );
+    assert_ne!(down, text_ok);
+    std::fs::write(&s.config, down).unwrap();
+    let out = run(&s.config, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["writer_region"], Value::Null, "{status}");
+    for region in status["regions"].as_array().unwrap() {
+        assert_eq!(region["route53"], "unknown", "{status}");
+        // dr's own probe does not go through AWS and still answers.
+        assert_eq!(region["probe"], "healthy", "{status}");
+    }
+    // A failover cannot even find the writer: refused, nothing stored, nothing changed.
+    let out = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("unavailable"), "{}", text(&out));
+    assert!(s.moto.calls().is_empty());
+}
+
+#[test]
+fn aws_endpoint_url_from_the_environment_points_dr_at_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path(), &seed_world());
+    let health = HealthServer::start();
+    let config = aws_config(dir.path(), &moto, &health, None);
+    let out = dr(&config)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["writer_region"], "us-east-1", "{status}");
+    assert!(!moto.calls().is_empty());
+}
+
+#[test]
+fn route53_checker_reports_become_the_share_of_healthy_checkers() {
+    let s = setup();
+    let west = s.moto.health_checks["us-west-2"].clone();
+    s.moto.admin(
+        "POST",
+        "/_dr/health",
+        Some(json!({"health_check_id": west, "healthy": 5, "total": 16})),
+    );
+    let status = |s: &Setup| -> Value {
+        let out = run(&s.config, &["status", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Route53 calls an endpoint healthy when more than 18% of its checkers do.
+    let seen = status(&s);
+    assert_eq!(seen["regions"][1]["checkers"], "5/16", "{seen}");
+    assert_eq!(seen["regions"][1]["route53"], "healthy", "{seen}");
+    assert_eq!(seen["regions"][0]["checkers"], "16/16", "{seen}");
+    s.moto.admin(
+        "POST",
+        "/_dr/health",
+        Some(json!({"health_check_id": west, "healthy": 2, "total": 16})),
+    );
+    let seen = status(&s);
+    assert_eq!(seen["regions"][1]["checkers"], "2/16", "{seen}");
+    assert_ne!(seen["regions"][1]["route53"], "healthy", "{seen}");
+    assert_ne!(seen["regions"][1]["route53"], "unknown", "{seen}");
+}

@@ -291,13 +291,69 @@ fn every_runbook_is_tested_and_linked_from_the_readme() {
     }
 }
 
+/// `snake_case` to `PascalCase`, as the SDK names operations.
+fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Every SDK operation the AWS providers call: each `client.<operation>()` in their source.
+fn sdk_calls_in_source() -> std::collections::BTreeSet<String> {
+    let mut calls = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("src/provider/aws")).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        // Test modules call mocks, not AWS.
+        let source = source.split("#[cfg(test)]").next().unwrap();
+        let code: String = source
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        for (at, _) in compact.match_indices("client.") {
+            let rest = &compact[at + "client.".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !name.is_empty() && rest[name.len()..].starts_with("()") {
+                calls.insert(pascal(&name));
+            }
+        }
+    }
+    calls
+}
+
+#[test]
+fn the_aws_code_calls_exactly_the_operations_it_declares() {
+    let declared: std::collections::BTreeSet<String> = dr::provider::aws::OPERATIONS
+        .iter()
+        .map(|(_, op)| op.to_string())
+        .collect();
+    let called = sdk_calls_in_source();
+    assert!(
+        called.len() >= 10,
+        "the source scan found too little: {called:?}"
+    );
+    assert_eq!(
+        called, declared,
+        "src/provider/aws calls an SDK operation that dr::provider::aws::OPERATIONS (and so the IAM policy) lacks, or the list names one never called"
+    );
+}
+
 #[test]
 fn the_iam_policy_grants_exactly_the_actions_dr_calls() {
-    let text = std::fs::read_to_string(root().join("runbooks/iam-policy.md")).unwrap();
-    let start = text.find("```json").unwrap() + "```json".len();
-    let end = start + text[start..].find("```").unwrap();
+    let text = std::fs::read_to_string(root().join("runbooks/iam-policy.json")).unwrap();
     let policy: serde_json::Value =
-        serde_json::from_str(&text[start..end]).expect("the policy is valid JSON");
+        serde_json::from_str(&text).expect("runbooks/iam-policy.json is valid JSON");
     let mut granted: Vec<String> = policy["Statement"]
         .as_array()
         .unwrap()
@@ -311,10 +367,17 @@ fn the_iam_policy_grants_exactly_the_actions_dr_calls() {
         })
         .collect();
     granted.sort();
-    let mut called: Vec<String> = dr::drill::scenario::FAULTABLE
+    let mut called: Vec<String> = dr::provider::aws::OPERATIONS
+        .iter()
+        .map(|(service, op)| format!("{service}:{op}"))
+        .collect();
+    called.sort();
+    assert_eq!(granted, called, "runbooks/iam-policy.json");
+    // The simulator names the same actions, and drills can fault exactly these operations.
+    let mut simulated: Vec<String> = dr::drill::scenario::FAULTABLE
         .iter()
         .map(|op| dr::provider::sim::world::iam_action(op))
         .collect();
-    called.sort();
-    assert_eq!(granted, called);
+    simulated.sort();
+    assert_eq!(simulated, called);
 }

@@ -10,7 +10,8 @@ the Rust SDK's protocol. This launcher wraps moto's WSGI app and adds:
   for a while, and DescribeUpdate;
 - Route53 changes that stay PENDING for a while, and settable GetHealthCheckStatus answers;
 - CloudWatch GetMetricData in Smithy RPC v2 CBOR, answering AuroraGlobalDBRPOLag for secondaries;
-- a test-only admin API under /_dr/: per-operation faults (throttling, 5xx, latency, hold), the
+- a test-only admin API under /_dr/: per-operation faults (throttling, 5xx, latency, a request
+  held unanswered until released, AccessDenied), the
   log of calls, the count of mutations applied, and a dump of the whole emulated state.
 
 Usage: python moto_launcher.py [--port 0]. Prints `READY <port>` once it serves on 127.0.0.1.
@@ -635,6 +636,12 @@ class Launcher:
                 if service == "eks":
                     code = "ServerException"
                 return error(start_response, service, status, code, "injected server error")
+            if kind == "denied":
+                code = "AccessDeniedException" if service == "eks" else "AccessDenied"
+                return error(
+                    start_response, service, 403, code,
+                    f"User: arn:aws:sts::{ACCOUNT}:assumed-role/dr/test is not authorized to perform: {service}:{op}",
+                )
             if kind == "latency":
                 time.sleep(float(fault.get("seconds", 10)))
             if kind == "hold":

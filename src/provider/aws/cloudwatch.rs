@@ -110,3 +110,161 @@ impl ReplicationLag for CloudWatchLag {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! CloudWatch at the SDK boundary, with `aws-smithy-mocks`: the Rust client speaks Smithy
+    //! RPC v2 CBOR, which moto does not.
+
+    use super::*;
+    use aws_sdk_cloudwatch::Client;
+    use aws_sdk_cloudwatch::error::ErrorMetadata;
+    use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataError, GetMetricDataOutput};
+    use aws_sdk_cloudwatch::types::MetricDataResult;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    /// A mocked client configured as `load_sdk_config` configures the real ones: no SDK
+    /// retries, so every attempt is the policy's.
+    macro_rules! client {
+        ($rule:expr) => {
+            mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [$rule], |conf| {
+                conf.retry_config(
+                    aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1),
+                )
+            })
+        };
+    }
+
+    fn lag_for(client: Client) -> CloudWatchLag {
+        let mut clients = BTreeMap::new();
+        clients.insert(RegionName::new("us-west-2"), client);
+        CloudWatchLag::new(
+            clients,
+            Policy {
+                first_backoff: Duration::from_millis(1),
+                ..Policy::default()
+            },
+            Arc::new(Resources::default()),
+        )
+    }
+
+    fn datapoints(points: &[(i64, f64)]) -> GetMetricDataOutput {
+        let mut result = MetricDataResult::builder()
+            .id("lag")
+            .label("AuroraGlobalDBRPOLag");
+        for (seconds, ms) in points {
+            result = result.timestamps(DateTime::from_secs(*seconds)).values(*ms);
+        }
+        GetMetricDataOutput::builder()
+            .metric_data_results(result.build())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn the_newest_datapoint_of_the_secondarys_rpo_lag_is_the_lag() {
+        let rule = mock!(Client::get_metric_data)
+            .match_requests(|req| {
+                let query = &req.metric_data_queries()[0];
+                let stat = query.metric_stat().unwrap();
+                let metric = stat.metric().unwrap();
+                metric.namespace() == Some("AWS/RDS")
+                    && metric.metric_name() == Some("AuroraGlobalDBRPOLag")
+                    && metric.dimensions()[0].name() == Some("DBClusterIdentifier")
+                    && metric.dimensions()[0].value() == Some("yt-video-creator-west")
+                    && stat.stat() == Some("Maximum")
+                    && req.start_time().is_some()
+                    && req.end_time().is_some()
+            })
+            .then_output(|| datapoints(&[(1_000, 900.0), (1_060, 2_500.0), (1_030, 4_000.0)]));
+        let lag = lag_for(client!(&rule));
+        let read = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap();
+        assert_eq!(read, Some(Duration::from_millis(2_500)));
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_recent_datapoint_is_no_lag_reading() {
+        let rule = mock!(Client::get_metric_data).then_output(|| datapoints(&[]));
+        let lag = lag_for(client!(&rule));
+        let read = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap();
+        assert_eq!(read, None);
+    }
+
+    #[tokio::test]
+    async fn a_5xx_is_retried_and_then_read() {
+        let rule = mock!(Client::get_metric_data)
+            .sequence()
+            .http_status(503, None)
+            .times(2)
+            .output(|| datapoints(&[(1_000, 1_200.0)]))
+            .build();
+        let lag = lag_for(client!(&rule));
+        let read = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap();
+        assert_eq!(read, Some(Duration::from_millis(1_200)));
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cloudwatch_that_keeps_failing_is_a_transient_error() {
+        let rule = mock!(Client::get_metric_data)
+            .sequence()
+            .http_status(500, None)
+            .times(5)
+            .output(|| datapoints(&[(1_000, 1_200.0)]))
+            .build();
+        let lag = lag_for(client!(&rule));
+        let err = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(rule.num_calls(), 3, "three attempts, as configured");
+    }
+
+    #[tokio::test]
+    async fn access_denied_names_the_iam_action() {
+        let rule = mock!(Client::get_metric_data).then_error(|| {
+            GetMetricDataError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("not authorized to perform cloudwatch:GetMetricData")
+                    .build(),
+            )
+        });
+        let lag = lag_for(client!(&rule));
+        let err = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the credentials need IAM action cloudwatch:GetMetricData"),
+            "{err}"
+        );
+        assert_eq!(rule.num_calls(), 1, "a denial is not retried");
+    }
+
+    #[tokio::test]
+    async fn a_region_without_a_client_is_refused() {
+        let rule = mock!(Client::get_metric_data).then_output(|| datapoints(&[]));
+        let lag = lag_for(client!(&rule));
+        let err = lag
+            .lag(&RegionName::new("eu-west-1"), "yt-video-creator-eu")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not a region in the config"),
+            "{err}"
+        );
+        assert_eq!(rule.num_calls(), 0);
+    }
+}

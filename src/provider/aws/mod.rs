@@ -35,6 +35,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every AWS operation `dr` calls, as (IAM service prefix, operation). `runbooks/iam-policy.json`
+/// grants exactly these, and `tests/runbooks.rs` checks this list against the SDK calls in this
+/// folder's source.
+pub const OPERATIONS: &[(&str, &str)] = &[
+    ("rds", "DescribeGlobalClusters"),
+    ("rds", "FailoverGlobalCluster"),
+    ("rds", "SwitchoverGlobalCluster"),
+    ("eks", "DescribeNodegroup"),
+    ("eks", "UpdateNodegroupConfig"),
+    ("eks", "DescribeUpdate"),
+    ("autoscaling", "DescribeAutoScalingGroups"),
+    ("autoscaling", "UpdateAutoScalingGroup"),
+    ("route53", "ListResourceRecordSets"),
+    ("route53", "ChangeResourceRecordSets"),
+    ("route53", "GetChange"),
+    ("route53", "GetHealthCheckStatus"),
+    ("cloudwatch", "GetMetricData"),
+];
+
 /// Loads the SDK config once: credentials, endpoint, and no SDK-level retries (the policy in
 /// `call` retries instead).
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
