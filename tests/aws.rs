@@ -800,3 +800,92 @@ fn route53_checker_reports_become_the_share_of_healthy_checkers() {
     assert_ne!(seen["regions"][1]["route53"], "healthy", "{seen}");
     assert_ne!(seen["regions"][1]["route53"], "unknown", "{seen}");
 }
+
+#[test]
+fn missing_credentials_are_named_with_what_to_set() {
+    let s = setup();
+    let out = dr(&s.config)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("no usable AWS credentials"), "{status}");
+    assert!(problems.contains("AWS_PROFILE"), "{status}");
+    // Nothing reached the emulator: the SDK refuses to sign without credentials.
+    assert!(s.moto.calls().is_empty(), "{:?}", s.moto.calls());
+
+    let out = dr(&s.config)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["failover", "--to", "us-west-2", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("no usable AWS credentials"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_dry_run_drill_refuses_what_it_cannot_rehearse() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dr.toml");
+    std::fs::copy(common::moto::root().join("config/example.toml"), &config).unwrap();
+    let scenario = |name: &str| {
+        common::moto::root()
+            .join("runbooks/drills")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    // Simulation options make no sense against a real account.
+    let out = run(
+        &config,
+        &[
+            "drill",
+            "--scenario",
+            &scenario("reference-outage.toml"),
+            "--dry-run",
+            "--seed",
+            "3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--dry-run"), "{}", text(&out));
+    // A scenario without a failover of the writer's region has nothing to rehearse.
+    let out = run(
+        &config,
+        &[
+            "drill",
+            "--scenario",
+            &scenario("auto-secondary-outage.toml"),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing") || text(&out).contains("no failover"),
+        "{}",
+        text(&out)
+    );
+    // A target that is down makes the rehearsal fail, with the reason.
+    let out = run(&config, &["sim", "outage", "us-west-2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(
+        &config,
+        &[
+            "drill",
+            "--scenario",
+            &scenario("reference-outage.toml"),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("preflight"), "{}", text(&out));
+}

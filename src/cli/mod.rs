@@ -1007,7 +1007,19 @@ impl Progress for Printer {
 async fn status(config: &Config, json: bool) -> CliResult {
     let (providers, clock, _) = backend(config).await?;
     let store = open_store(config)?;
-    let writer = current_writer(config, &providers).await.ok();
+    let mut problems: Vec<String> = Vec::new();
+    let mut note = |problem: String| {
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    };
+    let writer = match current_writer(config, &providers).await {
+        Ok(writer) => Some(writer),
+        Err(err) => {
+            note(err.message);
+            None
+        }
+    };
     let probes = futures::future::join_all(config.topology.regions.iter().map(|r| {
         providers
             .probe
@@ -1032,17 +1044,21 @@ async fn status(config: &Config, json: bool) -> CliResult {
             .await;
         let route53 = match &checkers {
             Ok(r) => classify_checkers(r.healthy, r.total),
-            Err(_) => Observation::Unknown,
+            Err(err) => {
+                note(err.to_string());
+                Observation::Unknown
+            }
         };
         let lag = if writer.as_ref() == Some(&region.name) {
             None
         } else {
-            providers
-                .lag
-                .lag(&region.name, &region.db_cluster_id)
-                .await
-                .ok()
-                .flatten()
+            match providers.lag.lag(&region.name, &region.db_cluster_id).await {
+                Ok(lag) => lag,
+                Err(err) => {
+                    note(err.to_string());
+                    None
+                }
+            }
         };
         let in_dns = match &records {
             Ok(records) => Some(
@@ -1068,6 +1084,9 @@ async fn status(config: &Config, json: bool) -> CliResult {
             in_dns,
         });
     }
+    if let Err(err) = &records {
+        note(err.to_string());
+    }
     let active = match store.active_run()? {
         Some(id) => store.load_run(&id)?,
         None => None,
@@ -1088,6 +1107,7 @@ async fn status(config: &Config, json: bool) -> CliResult {
         active_run: active.as_ref().map(|r| render::run_json(r, None)),
         last_run: last.map(|h| h.id.to_string()),
         executor,
+        problems,
     };
     if json {
         print_json(&status);

@@ -37,6 +37,8 @@ pub struct Status {
     pub daemon: Option<serde_json::Value>,
     /// Automation switches.
     pub automation: crate::core::decision::Automation,
+    /// Why some of the world could not be read (each distinct error once).
+    pub problems: Vec<String>,
 }
 
 pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
@@ -81,6 +83,12 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
             lag,
             dns
         );
+    }
+    if !status.problems.is_empty() {
+        let _ = writeln!(out, "\nCould not read:");
+        for problem in &status.problems {
+            let _ = writeln!(out, "  - {problem}");
+        }
     }
     match active {
         Some(run) => {

@@ -650,7 +650,7 @@ pub fn dry_run_requests(
                     .find(|r| &r.name != writer)
                     .ok_or("the config has no region to fail over to")?;
                 not_injected.push(format!(
-                    "{at}: outage of {region} (not injected; rehearsing the failover the daemon would start once the failure window fills)"
+                    "{at}: outage of {region} (rehearsing the failover the daemon would start once the failure window fills)"
                 ));
                 requests.push(PlanRequest {
                     from: writer.clone(),
@@ -659,10 +659,12 @@ pub fn dry_run_requests(
                 });
             }
             Action::Command(other) => not_injected.push(format!(
-                "{at}: operator command {other:?} (a dry run never waits for an operator)"
+                "{at}: operator command `{}` (a dry run never waits for an operator)",
+                format!("{other:?}").to_lowercase()
             )),
             other => not_injected.push(format!(
-                "{at}: {other:?} (scripted faults are not injected into real AWS)"
+                "{at}: {} (scripted faults are not injected into a real account)",
+                describe(other)
             )),
         }
     }
@@ -673,4 +675,52 @@ pub fn dry_run_requests(
         ));
     }
     Ok((requests, not_injected))
+}
+
+/// A scripted event in words.
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Outage { region, kind } => {
+            format!(
+                "outage of {region} ({})",
+                format!("{kind:?}").to_lowercase()
+            )
+        }
+        Action::Recover { region } => format!("{region} recovers"),
+        Action::CheckersFailing { region, share } => format!(
+            "{:.0}% of Route53's checkers see {region} fail",
+            share * 100.0
+        ),
+        Action::Lag { region, lag } => {
+            format!("replication lag of {region} becomes {}", fmt_duration(*lag))
+        }
+        Action::Fault {
+            operation,
+            kind,
+            count,
+            ..
+        } => format!(
+            "{} fault in the next {count} {operation} call(s)",
+            format!("{kind:?}").to_lowercase()
+        ),
+        Action::Route53ControlPlane { up } => format!(
+            "Route53's control plane goes {}",
+            if *up { "up" } else { "down" }
+        ),
+        Action::Isolate { cut_off } => {
+            if *cut_off {
+                "dr loses its network".into()
+            } else {
+                "dr gets its network back".into()
+            }
+        }
+        Action::BlockProbes { blocked } => {
+            if *blocked {
+                "dr's probes are blocked".into()
+            } else {
+                "dr's probes are unblocked".into()
+            }
+        }
+        Action::Command(command) => format!("operator command {command:?}"),
+    }
 }

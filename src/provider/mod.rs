@@ -50,6 +50,18 @@ pub enum ProviderError {
         /// The IAM action to grant.
         action: String,
     },
+    /// No credentials could be found, or they were refused as invalid or expired.
+    #[error(
+        "{operation} in {region}: no usable AWS credentials ({detail}); set AWS_PROFILE (or [aws] profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an IRSA web identity, then try again"
+    )]
+    NoCredentials {
+        /// API name.
+        operation: String,
+        /// Region (or `global`).
+        region: String,
+        /// What the credential chain said.
+        detail: String,
+    },
     /// A resource named in the config does not exist.
     #[error("{operation} in {region}: {resource} does not exist; check {config_key} in the config")]
     NotFound {

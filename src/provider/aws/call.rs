@@ -100,6 +100,16 @@ const DENIED: &[&str] = &[
     "NotAuthorized",
 ];
 
+/// Error codes that mean "these credentials are not valid (any more)".
+const EXPIRED: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+];
+
 /// Error codes that mean "the resource is not there".
 const MISSING: &[&str] = &[
     "GlobalClusterNotFoundFault",
@@ -138,10 +148,18 @@ where
             classify_code(call, code, status, detail)
         }
         SdkError::TimeoutError(_) => call.unavailable("no answer in time"),
-        SdkError::DispatchFailure(_) => call.unavailable(format!(
-            "cannot reach the endpoint: {}",
-            DisplayErrorContext(&err)
-        )),
+        SdkError::DispatchFailure(_) => {
+            let chain = error_chain(&err);
+            if chain.contains("credential") {
+                ProviderError::NoCredentials {
+                    operation: call.operation.to_string(),
+                    region: call.region.clone(),
+                    detail: chain,
+                }
+            } else {
+                call.unavailable(format!("cannot reach the endpoint: {chain}"))
+            }
+        }
         SdkError::ResponseError(_) => match status {
             Some(s) if s >= 500 => call.unavailable(format!("HTTP {s}")),
             _ => call.unavailable(format!(
@@ -157,6 +175,35 @@ where
     }
 }
 
+/// The messages of an error and its sources, each once, without the debug dumps.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // The credential chain lists each provider it tried on lines of its own; keep the
+        // first line, which says what is wrong.
+        let text = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches("Attempted:")
+            .trim()
+            .trim_start_matches("dispatch failure")
+            .trim_start_matches(": ")
+            .trim_start_matches("other: ")
+            .trim_start_matches("other")
+            .trim()
+            .to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 /// Classifies an error code and status (also used for errors read from a response body).
 pub fn classify_code(
     call: &Call,
@@ -166,6 +213,13 @@ pub fn classify_code(
 ) -> ProviderError {
     if THROTTLING.contains(&code) || status == Some(429) {
         return ProviderError::Throttled {
+            operation: call.operation.to_string(),
+            region: call.region.clone(),
+            detail,
+        };
+    }
+    if EXPIRED.contains(&code) {
+        return ProviderError::NoCredentials {
             operation: call.operation.to_string(),
             region: call.region.clone(),
             detail,
