@@ -889,3 +889,140 @@ fn a_dry_run_drill_refuses_what_it_cannot_rehearse() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     assert!(text(&out).contains("preflight"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route53_calls_stay_under_the_rate_limit_however_many_health_checks_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path(), &seed_world());
+    let health = HealthServer::start();
+    let config_path = aws_config(dir.path(), &moto, &health, Some(&moto.endpoint()));
+    let config = dr::config::load(&config_path).unwrap();
+    assert_eq!(config.aws.route53_requests_per_second, 5.0);
+    // Static credentials for this process's clients (no environment is touched).
+    let sdk = dr::provider::aws::sdk_config_loader(&config.aws)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_route53::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let providers = dr::provider::aws::connect_with(&sdk, &config.aws, &config.topology);
+    // Twelve readers at once, as a daemon watching twelve regions would be.
+    let ids: Vec<String> = (0..12)
+        .map(|i| moto.health_checks[if i % 2 == 0 { "us-east-1" } else { "us-west-2" }].clone())
+        .collect();
+    let reads = ids
+        .iter()
+        .map(|id| providers.health_checks.checker_report(id));
+    for report in futures::future::join_all(reads).await {
+        assert_eq!(report.unwrap().total, 16);
+    }
+    let mut times: Vec<f64> = moto
+        .calls()
+        .iter()
+        .filter(|c| c["op"] == "GetHealthCheckStatus")
+        .map(|c| c["t"].as_f64().unwrap())
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(times.len(), 12);
+    // Never more than five in any one second: call i and call i + 5 are a second apart.
+    for pair in times.windows(6) {
+        assert!(
+            pair[5] - pair[0] >= 0.95,
+            "six Route53 calls within {:.3} s",
+            pair[5] - pair[0]
+        );
+    }
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
+    let s = setup();
+    let port = free_port();
+    let text_ok = std::fs::read_to_string(&s.config).unwrap();
+    let fast = text_ok
+        .replace("failure_window = \"5m\"", "failure_window = \"4s\"")
+        .replacen("poll_interval = \"10s\"", "poll_interval = \"500ms\"", 1)
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    assert_ne!(fast, text_ok);
+    std::fs::write(&s.config, fast).unwrap();
+    let dir = s.config.parent().unwrap().to_path_buf();
+    let mut daemon = dr(&s.config)
+        .arg("daemon")
+        .env("DR_API_TOKENS", "oncall:operate:test-token-0123456789")
+        .stdout(std::fs::File::create(dir.join("daemon.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("daemon.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("daemon.err")).unwrap_or_default();
+    s.moto
+        .wait_until(Duration::from_secs(60), "the daemon to be ready", |_| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && common::moto::http(port, "GET", "/ready", None).0 == 200
+        });
+    // Healthy: the daemon watches and does nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.moto.applied().get("FailoverGlobalCluster"),
+        None,
+        "{}",
+        log()
+    );
+
+    // us-east-1 goes dark for Route53's checkers and for dr's own probe.
+    let east = s.moto.health_checks["us-east-1"].clone();
+    s.moto.admin(
+        "POST",
+        "/_dr/health",
+        Some(json!({"health_check_id": east, "healthy": 0, "total": 16})),
+    );
+    s.health.failing.lock().unwrap().push("/east/".into());
+    s.moto
+        .wait_until(Duration::from_secs(90), "the automatic failover", |m| {
+            m.writer() == "us-west-2" && m.dns_regions() == vec!["us-west-2".to_string()]
+        });
+    s.moto
+        .wait_until(Duration::from_secs(30), "the run to finish", |_| {
+            let out = run(&s.config, &["runs", "--json"]);
+            let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            runs[0]["status"].to_string().contains("finished")
+        });
+    let status = common::moto::http(port, "GET", "/metrics", None);
+    assert_eq!(status.0, 200);
+    // SIGTERM: the daemon checkpoints and exits 0.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = daemon.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", log());
+
+    let out = run(&s.config, &["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert!(
+        runs[0]["trigger"].to_string().contains("auto"),
+        "{}",
+        runs[0]["trigger"]
+    );
+    assert!(
+        runs[0]["status"].to_string().contains("succeeded"),
+        "{}",
+        runs[0]["status"]
+    );
+    assert_eq!(sizes(&s.moto), failed_over_sizes());
+    assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
+}

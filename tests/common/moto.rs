@@ -271,6 +271,8 @@ pub struct HealthServer {
     pub hold: Arc<AtomicBool>,
     /// Requests being held now.
     pub held: Arc<AtomicU32>,
+    /// Paths that start with one of these answer 503.
+    pub failing: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -284,7 +286,14 @@ impl HealthServer {
         let stop = Arc::new(AtomicBool::new(false));
         let hold = Arc::new(AtomicBool::new(false));
         let held = Arc::new(AtomicU32::new(0));
-        let (h, s, hd, hl) = (hits.clone(), stop.clone(), hold.clone(), held.clone());
+        let failing: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (h, s, hd, hl, f) = (
+            hits.clone(),
+            stop.clone(),
+            hold.clone(),
+            held.clone(),
+            failing.clone(),
+        );
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -292,7 +301,19 @@ impl HealthServer {
                         let _ = stream.set_nonblocking(false);
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                         let mut buf = [0u8; 2048];
-                        let _ = stream.read(&mut buf);
+                        let n = stream.read(&mut buf).unwrap_or(0);
+                        let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let path = request.split(' ').nth(1).unwrap_or("").to_string();
+                        if f.lock()
+                            .unwrap()
+                            .iter()
+                            .any(|p| path.starts_with(p.as_str()))
+                        {
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown",
+                            );
+                            continue;
+                        }
                         if hd.load(Ordering::SeqCst) {
                             hl.fetch_add(1, Ordering::SeqCst);
                             let start = Instant::now();
@@ -318,6 +339,7 @@ impl HealthServer {
             hits,
             hold,
             held,
+            failing,
             stop,
         }
     }

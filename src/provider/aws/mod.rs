@@ -54,9 +54,9 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("cloudwatch", "GetMetricData"),
 ];
 
-/// Loads the SDK config once: credentials, endpoint, and no SDK-level retries (the policy in
-/// `call` retries instead).
-pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
+/// The SDK config loader: the standard credential and endpoint chain, the configured profile and
+/// endpoint, and no SDK-level retries (the policy in `call` retries instead).
+pub fn sdk_config_loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(1))
         .timeout_config(
@@ -71,7 +71,7 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    loader.load().await
+    loader
 }
 
 /// The shared retry and timeout policy from the config.
@@ -85,7 +85,12 @@ pub fn policy(settings: &AwsSettings) -> Policy {
 
 /// Every provider on AWS for `topology`: clients for each configured region, built once.
 pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
-    let sdk = load_sdk_config(settings).await;
+    let sdk = sdk_config_loader(settings).load().await;
+    connect_with(&sdk, settings, topology)
+}
+
+/// Every provider on AWS, from an already loaded SDK config.
+pub fn connect_with(sdk: &SdkConfig, settings: &AwsSettings, topology: &Topology) -> Providers {
     let policy = policy(settings);
     let resources = Arc::new(Resources::new(topology));
     let mut rds = BTreeMap::new();
@@ -97,7 +102,7 @@ pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
         rds.insert(
             region.name.clone(),
             aws_sdk_rds::Client::from_conf(
-                aws_sdk_rds::config::Builder::from(&sdk)
+                aws_sdk_rds::config::Builder::from(sdk)
                     .region(r.clone())
                     .build(),
             ),
@@ -105,7 +110,7 @@ pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
         eks.insert(
             region.name.clone(),
             aws_sdk_eks::Client::from_conf(
-                aws_sdk_eks::config::Builder::from(&sdk)
+                aws_sdk_eks::config::Builder::from(sdk)
                     .region(r.clone())
                     .build(),
             ),
@@ -113,7 +118,7 @@ pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
         asg.insert(
             region.name.clone(),
             aws_sdk_autoscaling::Client::from_conf(
-                aws_sdk_autoscaling::config::Builder::from(&sdk)
+                aws_sdk_autoscaling::config::Builder::from(sdk)
                     .region(r.clone())
                     .build(),
             ),
@@ -121,7 +126,7 @@ pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
         cw.insert(
             region.name.clone(),
             aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                aws_sdk_cloudwatch::config::Builder::from(sdk)
                     .region(r)
                     .build(),
             ),
@@ -129,7 +134,7 @@ pub async fn connect(settings: &AwsSettings, topology: &Topology) -> Providers {
     }
     // Route53's control plane lives in us-east-1.
     let route53 = aws_sdk_route53::Client::from_conf(
-        aws_sdk_route53::config::Builder::from(&sdk)
+        aws_sdk_route53::config::Builder::from(sdk)
             .region(Region::new("us-east-1"))
             .build(),
     );
