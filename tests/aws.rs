@@ -1026,3 +1026,25 @@ fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
     assert_eq!(sizes(&s.moto), failed_over_sizes());
     assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
 }
+
+#[test]
+fn reads_that_keep_failing_mid_run_are_retried_until_the_endpoint_answers() {
+    let s = setup();
+    // After the promotion is requested, the next eight reads of the global cluster answer 503:
+    // more than one call's attempts, so the step itself must keep trying.
+    s.moto.fault(json!({
+        "operation": "DescribeGlobalClusters", "kind": "error", "status": 503, "count": 8,
+        "after_op": "FailoverGlobalCluster"
+    }));
+    let out = run(&s.config, &["failover", "--to", "us-west-2", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let faults = s.moto.admin("GET", "/_dr/faults", None);
+    assert_eq!(faults[0]["fired"], 8, "{faults}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retrying"),
+        "the operator sees the retries: {}",
+        text(&out)
+    );
+    assert_eq!(s.moto.writer(), "us-west-2");
+    assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
+}

@@ -447,43 +447,58 @@ async fn scale_nodegroup(
     let p = &ctx.providers;
     let name = group.name.as_str();
     let token = client_request_token(&ctx.run, StepName::ScaleTarget, name);
-    let mut update_id: Option<String> = None;
-    let mut acted = false;
+    // An update an earlier attempt of this step requested is waited for, not requested again.
+    let requested_note = format!("node group {name}: update ");
+    let mut update_id: Option<String> = ctx.earlier_notes.iter().rev().find_map(|note| {
+        note.strip_prefix(&requested_note)
+            .and_then(|rest| rest.strip_suffix(" requested"))
+            .map(str::to_string)
+    });
+    let mut acted = update_id.is_some();
     loop {
-        let state = ctx
-            .read(|| p.compute.describe_nodegroup(target, cluster, name))
-            .await
-            .map_err(|e| e.to_string())?;
-        if state.sizes == group.sizes {
-            if let Some(id) = &update_id {
-                let update = ctx
-                    .read(|| p.compute.describe_update(target, cluster, name, id))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match update.status.as_str() {
-                    "Successful" => {
+        if let Some(id) = &update_id {
+            let update = ctx
+                .read(|| p.compute.describe_update(target, cluster, name, id))
+                .await
+                .map_err(|e| e.to_string())?;
+            match update.status.as_str() {
+                "Successful" => {
+                    let state = ctx
+                        .read(|| p.compute.describe_nodegroup(target, cluster, name))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if state.sizes == group.sizes {
                         return Ok(GroupResult {
                             line: format!("node group {name} at {} (update {id})", group.sizes),
                             would_mutate: Vec::new(),
                         });
                     }
-                    "Failed" | "Cancelled" => {
-                        return Err(format!(
-                            "node group {name} update {id} ended {}: {}",
-                            update.status,
-                            update.errors.join(", ")
-                        ));
-                    }
-                    _ => {
-                        ctx.wait(&format!(
-                            "node group {name} update {id} ({})",
-                            update.status
-                        ))
-                        .await;
-                        continue;
-                    }
+                    // Something else resized it since: look again from the start.
+                    update_id = None;
+                    continue;
+                }
+                "Failed" | "Cancelled" => {
+                    return Err(format!(
+                        "node group {name} update {id} ended {}: {}",
+                        update.status,
+                        update.errors.join(", ")
+                    ));
+                }
+                _ => {
+                    ctx.wait(&format!(
+                        "node group {name} update {id} ({})",
+                        update.status
+                    ))
+                    .await;
+                    continue;
                 }
             }
+        }
+        let state = ctx
+            .read(|| p.compute.describe_nodegroup(target, cluster, name))
+            .await
+            .map_err(|e| e.to_string())?;
+        if state.sizes == group.sizes {
             if state.status == "ACTIVE" {
                 let how = if acted { "scaled" } else { "already" };
                 return Ok(GroupResult {
