@@ -18,7 +18,12 @@ const DAEMON_SECONDS: u64 = 65;
 /// (utime + stime in seconds, VmHWM in KiB) of a process.
 fn footprint(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // After the command name: state is field 3, utime 14, stime 15 (1-based, in the full line).
     let ticks = |i: usize| fields[i - 3].parse::<f64>().unwrap();
     let clk = 100.0; // CLK_TCK on Linux x86_64
@@ -141,9 +146,10 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:8080\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     std::fs::write(&config, text).unwrap();
     let mut daemon = dr(&config)
         .arg("daemon")

@@ -480,6 +480,32 @@ fn kill_and_resume(point: KillPoint) {
         );
     }
     assert_eq!(s.moto.state()["eks_updates"], 1);
+    // And issued no more often than idempotency allows. A request held and dropped by the
+    // test never reached AWS's handler and may be sent again; of the rest, a change that is
+    // not idempotent went out once, and node group updates all carried the same token.
+    let received: Vec<Value> = mutations_received(&s.moto)
+        .into_iter()
+        .filter(|c| c["outcome"] == "ok")
+        .collect();
+    for op in [
+        "FailoverGlobalCluster",
+        "UpdateAutoScalingGroup",
+        "ChangeResourceRecordSets",
+    ] {
+        let n = received.iter().filter(|c| c["op"] == op).count();
+        assert_eq!(n, 1, "{op} issued {n} times\nkilled run:\n{killed}");
+    }
+    let tokens: std::collections::BTreeSet<String> = received
+        .iter()
+        .filter(|c| c["op"] == "UpdateNodegroupConfig")
+        .map(|c| {
+            c["params"]["clientRequestToken"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
 }
 
 #[test]

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 import cbor2
 from moto.moto_server.werkzeug_app import (
@@ -209,6 +209,7 @@ def mutation_params(op, form, path, body):
         return {
             "cluster": match.group(1),
             "nodegroup": match.group(2),
+            "clientRequestToken": request.get("clientRequestToken"),
             "min": str(scaling.get("minSize")),
             "max": str(scaling.get("maxSize")),
             "desired": str(scaling.get("desiredSize")),
