@@ -509,6 +509,14 @@ fn kill_and_resume(point: KillPoint) {
 }
 
 #[test]
+fn kill_at_the_start_of_the_run_then_resume() {
+    // The run is stored and preflight has started: its first call is the target's health check.
+    kill_and_resume(KillPoint::Moto(json!({
+        "operation": "GetHealthCheckStatus", "kind": "hold", "count": 1
+    })));
+}
+
+#[test]
 fn kill_at_the_boundary_after_preflight_then_resume() {
     kill_and_resume(KillPoint::Moto(json!({
         "operation": "FailoverGlobalCluster", "kind": "hold", "count": 1
