@@ -36,7 +36,7 @@ pub mod exit {
     /// Bad input: config, arguments, scenario, or a mutation without confirmation.
     pub const BAD_INPUT: u8 = 2;
     /// Refused in the current state: another run active, the store held by another process,
-    /// an operator command that does not fit the run, a backend that is not available.
+    /// an operator command that does not fit the run, a writer that cannot be read.
     pub const REFUSED: u8 = 3;
     /// The run waits for an operator: approval, a failed step, a pause.
     pub const NEEDS_OPERATOR: u8 = 4;
