@@ -1006,8 +1006,15 @@ fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && common::moto::http(port, "GET", "/ready", None).0 == 200
         });
-    // Healthy: the daemon watches and does nothing.
-    std::thread::sleep(Duration::from_secs(2));
+    // Healthy: the daemon watches (three rounds of health checks) and does nothing.
+    s.moto
+        .wait_until(Duration::from_secs(30), "three polls", |m| {
+            m.calls()
+                .iter()
+                .filter(|c| c["op"] == "GetHealthCheckStatus")
+                .count()
+                >= 6
+        });
     assert_eq!(
         s.moto.applied().get("FailoverGlobalCluster"),
         None,

@@ -298,27 +298,31 @@ impl Policy {
         let mut attempt = 1;
         let mut backoff = self.first_backoff;
         loop {
-            let error = match tokio::time::timeout(self.attempt_timeout, send()).await {
+            let (error, timed_out) = match tokio::time::timeout(self.attempt_timeout, send()).await
+            {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(err)) => err,
-                Err(_) => call.unavailable(format!(
-                    "no answer within {}{}",
-                    humantime::format_duration(self.attempt_timeout),
-                    if kind == Kind::Read {
-                        ""
-                    } else {
-                        "; the change may or may not have been applied, so dr looks before it calls again"
-                    }
-                )),
+                Ok(Err(err)) => (err, false),
+                Err(_) => (
+                    call.unavailable(format!(
+                        "no answer within {}{}",
+                        humantime::format_duration(self.attempt_timeout),
+                        if kind == Kind::Read {
+                            ""
+                        } else {
+                            "; the change may or may not have been applied, so dr looks before it calls again"
+                        }
+                    )),
+                    true,
+                ),
             };
-            let timed_out = matches!(&error, ProviderError::Unavailable { detail, .. } if detail.starts_with("no answer within"));
             let retry = match kind {
                 Kind::Read => error.is_transient(),
-                Kind::Idempotent => error.is_transient(),
+                // A change whose attempt timed out may have been applied: the step decides.
+                Kind::Idempotent => error.is_transient() && !timed_out,
                 // Only a throttled change is known not to have been applied.
                 Kind::NotIdempotent => matches!(error, ProviderError::Throttled { .. }),
             };
-            if !retry || attempt >= self.max_attempts || (timed_out && kind != Kind::Read) {
+            if !retry || attempt >= self.max_attempts {
                 return Err(error);
             }
             tracing::debug!(operation = call.operation, region = %call.region, attempt, error = %error, "retrying");

@@ -59,10 +59,10 @@ pub const OPERATIONS: &[(&str, &str)] = &[
 pub fn sdk_config_loader(settings: &AwsSettings) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(1))
+        // The attempt time limit is `call::Policy`'s alone, so a timeout is always known as one.
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3).min(settings.attempt_timeout))
-                .operation_attempt_timeout(settings.attempt_timeout)
                 .build(),
         );
     if let Some(profile) = &settings.profile {
