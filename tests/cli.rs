@@ -388,12 +388,50 @@ fn lag_over_budget_waits_for_approval_with_exit_4_then_approve_finishes() {
         "is not finished",
     );
     expect(&env.run(&["approve", "--yes"]), 2, "needs --reason");
-    expect(
-        &env.run(&["approve", "--reason", "accept 7m of loss", "--yes"]),
-        0,
-        "run finished: succeeded",
+    let out = env.run(&["approve", "--reason", "accept 7m of loss", "--yes"]);
+    expect(&out, 0, "run finished: succeeded");
+    assert!(
+        stderr(&out).contains("approved, for a replication lag of up to 7m00s"),
+        "the approval names the figure it accepts: {}",
+        stderr(&out)
     );
     assert_eq!(env.calls("FailoverGlobalCluster"), 1);
+}
+
+#[test]
+fn status_exits_3_when_the_writer_cannot_be_read() {
+    let env = Env::new(600);
+    expect(&env.run(&["status"]), 0, "us-east-1");
+    expect(
+        &env.run(&[
+            "sim",
+            "fault",
+            "DescribeGlobalClusters",
+            "unavailable",
+            "10",
+        ]),
+        0,
+        "DescribeGlobalClusters",
+    );
+    let out = env.run(&["status"]);
+    expect(&out, 3, "writer's region could not be read");
+    assert!(
+        stdout(&out).contains("us-west-2"),
+        "the rest is still shown"
+    );
+}
+
+#[test]
+fn a_drill_longer_than_a_day_is_refused_with_exit_2() {
+    let env = Env::new(600);
+    let scenario = env.dir.path().join("forever.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"forever\"\ndaemon = true\nduration = \"99999h\"\n",
+    )
+    .unwrap();
+    let out = env.run(&["drill", "--scenario", scenario.to_str().unwrap()]);
+    expect(&out, 2, "longer than a drill may run");
 }
 
 #[test]
@@ -679,7 +717,7 @@ fn the_daemon_fails_over_by_itself_and_refuses_a_second_daemon() {
         audit["trigger"]["reason"]
             .as_str()
             .unwrap()
-            .contains("agree")
+            .contains("observed it unhealthy in every round")
     );
 }
 

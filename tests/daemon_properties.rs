@@ -2,29 +2,59 @@
 //! run by the real daemon, engine and simulator in virtual time.
 //!
 //! Each scenario draws outages (full or application), Route53 checker trouble, periods when dr
-//! is cut off from everything, Route53 control-plane outages, replication lag, paused automation,
-//! two or three regions and pre-warm on or off. The checker keeps the ground truth of the
-//! scenario and holds the daemon to:
+//! is cut off from everything (some hiding a brief recovery of the writer's region), Route53
+//! control-plane outages, replication lag that changes while a promotion is being retried,
+//! throttling and 5xx on every read and on the promotion, two or three regions, pre-warm on or
+//! off, and operators who pause and unpause (during pre-warm and during runs), abort (at any
+//! step), resume, approve (early and late) and acknowledge the cooldown. The checker keeps the
+//! ground truth of the scenario and everything the drill left behind (every mutating call with
+//! the target's true lag, every run's log, every round the daemon observed), and holds the daemon
+//! to:
 //! - safety: an automatic failover starts only from the writer's region, only when that region
-//!   was down (both signals unhealthy) for the whole failure window, only toward a healthy
-//!   target, and never while another run is unfinished;
+//!   was down for the whole failure window and both signals observed it unhealthy in every round
+//!   of it, only toward a healthy target, and never while another run is unfinished;
+//! - the RPO budget: no promotion whose target lag (read immediately before the call) exceeds
+//!   the budget without an approval given for that figure;
+//! - pause: no mutating call while automation is paused (unless an operator resumed the run),
+//!   and no call by a run after its abort was requested;
+//! - cooldown: no automatic failover within the cooldown of any run that issued a promotion,
+//!   however that run ended, unless an operator acknowledged it;
+//! - RPO: a reported RPO is a lag some promotion measured, or it is unknown, never made up;
 //! - liveness: every outage of the writer's region that lasts past the window, with a healthy
-//!   target, dr able to see, automation on and no cooldown, starts a failover within the window
-//!   plus two poll intervals of the outage start.
+//!   target, dr able to see, nothing injected, automation on and no cooldown, starts a failover
+//!   within the window plus two poll intervals of the outage start.
 //!
 //! Event times fall 3 s after a poll tick, so "what the daemon could see at its tick" is exact.
+//! The counts of scenarios that exercised each rule are printed and recorded in BENCHMARKS.md.
 
 use dr::config::Config;
-use dr::core::ids::RegionName;
+use dr::core::detect::Signal;
+use dr::core::health::Observation;
+use dr::core::ids::{RegionName, StepName};
+use dr::core::run::{RunEvent, RunState};
 use dr::drill::scenario::{Action, Event, Expectations, OperatorCommand, Scenario};
-use dr::drill::{self, DrillOptions, DrillReport};
-use dr::provider::sim::OutageKind;
+use dr::drill::{self, DrillOptions, DrillReport, Evidence};
+use dr::provider::sim::{FaultKind, OutageKind};
 use std::path::Path;
 use std::time::Duration;
 
 const WINDOW: f64 = 300.0;
 const POLL: f64 = 10.0;
 const DURATION: f64 = 1800.0;
+const BUDGET_MS: u64 = 300_000;
+const COOLDOWN: f64 = 3600.0;
+
+/// Reads the daemon makes, each of which a scenario may throttle or fail.
+const READS: [&str; 8] = [
+    "DescribeGlobalClusters",
+    "GetHealthCheckStatus",
+    "GetMetricData",
+    "DescribeNodegroup",
+    "DescribeUpdate",
+    "DescribeAutoScalingGroups",
+    "ListResourceRecordSets",
+    "GetChange",
+];
 
 struct Rng(u64);
 
@@ -58,13 +88,19 @@ struct Truth {
     probes_blocked: Vec<(f64, f64)>,
     route53_down: Vec<(f64, f64)>,
     paused: Vec<(f64, f64)>,
+    /// Operator commands other than pause and unpause: (time, command).
+    commands: Vec<(f64, &'static str)>,
+    /// Injected faults: (time, operation).
+    faults: Vec<(f64, String)>,
+    /// A brief recovery of the writer's region while dr was cut off.
+    hidden_recovery: bool,
 }
 
 /// Route53's verdict with the simulator's 16 checkers: healthy when more than 18% of them are.
 fn route53_unhealthy(failing_share: f64) -> bool {
-    let checkers = f64::from(dr::provider::sim::world::CHECKERS);
-    let healthy = checkers - (failing_share * checkers).round();
-    healthy / checkers <= 0.18
+    let checkers = dr::provider::sim::world::CHECKERS;
+    let failing = (failing_share * f64::from(checkers)).round() as u32;
+    !dr::core::health::route53_counts_healthy(checkers - failing.min(checkers), checkers)
 }
 
 fn overlaps(intervals: &[(f64, f64)], a: f64, b: f64) -> bool {
@@ -95,6 +131,22 @@ impl Truth {
                 .iter()
                 .any(|(r, s, e, share)| r == region && *s < b && a < *e && *share >= 0.5)
     }
+    /// The pause in force at `t`, if any: its start.
+    fn paused_since(&self, t: f64) -> Option<f64> {
+        self.paused
+            .iter()
+            .find(|(s, e)| *s < t && t < *e)
+            .map(|(s, _)| *s)
+    }
+    fn command_between(&self, command: &str, a: f64, b: f64) -> bool {
+        self.commands
+            .iter()
+            .any(|(t, c)| *c == command && a <= *t && *t <= b)
+    }
+}
+
+fn region(name: &str) -> RegionName {
+    RegionName::new(name)
 }
 
 fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
@@ -115,7 +167,7 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
             action,
         })
     };
-    for (index, region) in truth.regions.clone().iter().enumerate() {
+    for (index, name) in truth.regions.clone().iter().enumerate() {
         // The first region holds the writer; it fails most often and longest.
         let count = if index == 0 {
             rng.below(3) + usize::from(rng.chance(50)) as u64
@@ -142,7 +194,7 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
             push(
                 t,
                 Action::Outage {
-                    region: RegionName::new(region),
+                    region: region(name),
                     kind,
                 },
             );
@@ -150,11 +202,11 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
                 push(
                     end,
                     Action::Recover {
-                        region: RegionName::new(region),
+                        region: region(name),
                     },
                 );
             }
-            truth.outages.push((region.clone(), t, end));
+            truth.outages.push((name.clone(), t, end));
             t = end + rng.time(60.0, 400.0);
         }
         if rng.chance(20) {
@@ -164,7 +216,7 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
             push(
                 s,
                 Action::CheckersFailing {
-                    region: RegionName::new(region),
+                    region: region(name),
                     share,
                 },
             );
@@ -172,22 +224,66 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
                 push(
                     e,
                     Action::CheckersFailing {
-                        region: RegionName::new(region),
+                        region: region(name),
                         share: 0.0,
                     },
                 );
             }
-            truth.checkers.push((region.clone(), s, e, share));
+            truth.checkers.push((name.clone(), s, e, share));
         }
         if index > 0 && rng.chance(20) {
             let lag = Duration::from_secs(rng.below(600));
             push(
                 rng.time(0.0, 1200.0),
                 Action::Lag {
-                    region: RegionName::new(region),
+                    region: region(name),
                     lag,
                 },
             );
+        }
+    }
+    let writer = truth.regions[0].clone();
+    let first_outage = truth
+        .outages
+        .iter()
+        .find(|(r, _, _)| *r == writer)
+        .map(|(_, s, e)| (*s, *e));
+
+    // dr cut off, and while it is, the writer's region recovers briefly and fails again: the
+    // streak must not span the time nobody saw.
+    if let Some((a, b)) = first_outage
+        && b - a > WINDOW + 120.0
+        && rng.chance(12)
+    {
+        let s = a + rng.time(60.0, 200.0);
+        let up = s + 10.0 + rng.below(3) as f64 * 2.0;
+        let down = up + 18.0;
+        let e = down + rng.time(20.0, 60.0);
+        if e < b {
+            push(s, Action::Isolate { cut_off: true });
+            push(
+                up,
+                Action::Recover {
+                    region: region(&writer),
+                },
+            );
+            push(
+                down,
+                Action::Outage {
+                    region: region(&writer),
+                    kind: OutageKind::Full,
+                },
+            );
+            push(e, Action::Isolate { cut_off: false });
+            truth.isolated.push((s, e));
+            let index = truth
+                .outages
+                .iter()
+                .position(|(r, x, _)| *r == writer && *x == a)
+                .expect("the first outage");
+            truth.outages[index].2 = up;
+            truth.outages.push((writer.clone(), down, b));
+            truth.hidden_recovery = true;
         }
     }
     if rng.chance(15) {
@@ -209,23 +305,22 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
         }
         truth.probes_blocked.push((s, e));
         if rng.chance(60) {
-            let region = truth.regions[0].clone();
             let share = 0.85 + rng.below(16) as f64 / 100.0;
             push(
                 s,
                 Action::CheckersFailing {
-                    region: RegionName::new(&region),
+                    region: region(&writer),
                     share,
                 },
             );
             push(
                 e.min(DURATION - 1.0),
                 Action::CheckersFailing {
-                    region: RegionName::new(&region),
+                    region: region(&writer),
                     share: 0.0,
                 },
             );
-            truth.checkers.push((region, s, e, share));
+            truth.checkers.push((writer.clone(), s, e, share));
         }
     }
     if rng.chance(10) {
@@ -237,14 +332,109 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
         }
         truth.route53_down.push((s, e));
     }
-    if rng.chance(8) {
-        let s = rng.time(0.0, 1500.0);
+    // Operators pause and unpause, at any time or during the pre-warm and the run; some resume
+    // the paused run afterwards.
+    if rng.chance(22) {
+        let s = match first_outage {
+            Some((a, _)) if rng.chance(70) => a + rng.time(0.0, WINDOW + 300.0),
+            _ => rng.time(0.0, 1500.0),
+        };
         let e = s + rng.time(30.0, 600.0);
         push(s, Action::Command(OperatorCommand::Pause));
+        if rng.chance(30) {
+            // The operator resumes the paused run while automation stays paused.
+            let r = s + rng.time(0.0, e - s);
+            push(r, Action::Command(OperatorCommand::Resume));
+            truth.commands.push((r, "resume"));
+        }
         if e < DURATION {
             push(e, Action::Command(OperatorCommand::Unpause));
+            if rng.chance(50) {
+                let r = e + rng.time(0.0, 120.0);
+                push(r, Action::Command(OperatorCommand::Resume));
+                truth.commands.push((r, "resume"));
+            }
         }
         truth.paused.push((s, e));
+    }
+    // Operators abort the run, at any step.
+    if let Some((a, _)) = first_outage
+        && rng.chance(20)
+    {
+        let t = a + WINDOW + rng.time(0.0, 500.0);
+        push(t, Action::Command(OperatorCommand::Abort));
+        truth.commands.push((t, "abort"));
+    }
+    // The target's lag changes while the promotion is throttled or refused with 5xx.
+    if let Some((a, _)) = first_outage
+        && rng.chance(22)
+    {
+        let kind = if rng.chance(50) {
+            FaultKind::Throttle
+        } else {
+            FaultKind::Unavailable
+        };
+        let at = a + WINDOW - 7.0 + rng.below(4) as f64 * POLL;
+        push(
+            at,
+            Action::Fault {
+                operation: "FailoverGlobalCluster".into(),
+                kind,
+                count: 1 + rng.below(12) as u32,
+                latency: Duration::ZERO,
+            },
+        );
+        truth.faults.push((at, "FailoverGlobalCluster".into()));
+        for target in truth.regions.clone().iter().skip(1) {
+            for _ in 0..1 + rng.below(3) {
+                push(
+                    a + WINDOW + rng.time(0.0, 300.0),
+                    Action::Lag {
+                        region: region(target),
+                        lag: Duration::from_secs(rng.below(600)),
+                    },
+                );
+            }
+        }
+    }
+    // Throttling or 5xx on any read.
+    if rng.chance(20) {
+        let operation = READS[rng.below(READS.len() as u64) as usize].to_string();
+        let at = match first_outage {
+            Some((a, _)) if rng.chance(60) => a + rng.time(0.0, WINDOW + 400.0),
+            _ => rng.time(0.0, 1500.0),
+        };
+        push(
+            at,
+            Action::Fault {
+                operation: operation.clone(),
+                kind: if rng.chance(50) {
+                    FaultKind::Throttle
+                } else {
+                    FaultKind::Unavailable
+                },
+                count: 1 + rng.below(20) as u32,
+                latency: Duration::ZERO,
+            },
+        );
+        truth.faults.push((at, operation));
+    }
+    // Approvals, early (before anything waits for one: refused) and late.
+    if rng.chance(25) {
+        for _ in 0..1 + rng.below(3) {
+            let t = match first_outage {
+                Some((a, _)) => a + rng.time(0.0, WINDOW + 900.0),
+                None => rng.time(0.0, 1500.0),
+            }
+            .min(DURATION - 7.0);
+            push(t, Action::Command(OperatorCommand::Approve { step: None }));
+            truth.commands.push((t, "approve"));
+        }
+    }
+    if rng.chance(8) {
+        let t = rng.time(300.0, 1500.0);
+        push(t, Action::Command(OperatorCommand::Ack));
+        truth.commands.push((t, "ack"));
     }
     events.sort_by_key(|e| e.at);
     let pre_warm = rng.chance(50);
@@ -276,6 +466,8 @@ fn configs() -> (Config, Config) {
         .collect::<Vec<_>>()
         .join("\n");
     let three = dr::config::parse(&uncommented, Path::new("three.toml")).unwrap();
+    assert_eq!(two.plan.rpo_budget.as_millis() as u64, BUDGET_MS);
+    assert_eq!(two.detection.cooldown.as_secs_f64(), COOLDOWN);
     (two, three)
 }
 
@@ -290,15 +482,48 @@ fn writer_at(report: &DrillReport, truth: &Truth, t: f64) -> String {
     writer
 }
 
+fn secs(at: dr::core::time::Timestamp) -> f64 {
+    at.since(drill::DRILL_START).as_millis() as f64 / 1000.0
+}
+
+/// How many scenarios exercised each rule.
 #[derive(Default)]
 struct Tally {
     scenarios: usize,
     automatic_runs: usize,
+    trips_checked_against_observations: usize,
     liveness_cases: usize,
+    promotions_checked: usize,
+    promotions_over_budget_approved: usize,
+    gated_at_promotion: usize,
+    calls_checked_against_pause: usize,
+    paused_scenarios_with_activity: usize,
+    held_trips: usize,
+    held_by_cooldown: usize,
+    cooldown_cases: usize,
+    aborted_runs: usize,
+    aborted_after_promotion: usize,
+    rpo_measured: usize,
+    rpo_unknown: usize,
+    hidden_recoveries: usize,
+    read_faults: usize,
+    late_approvals: usize,
 }
 
-fn check(seed: u64, report: &DrillReport, truth: &Truth, tally: &mut Tally) -> Result<(), String> {
+fn check(
+    report: &DrillReport,
+    evidence: &Evidence,
+    truth: &Truth,
+    tally: &mut Tally,
+) -> Result<(), String> {
     tally.scenarios += 1;
+    tally.hidden_recoveries += usize::from(truth.hidden_recovery);
+    tally.read_faults += usize::from(
+        truth
+            .faults
+            .iter()
+            .any(|(_, op)| op != "FailoverGlobalCluster"),
+    );
     // Never two runs at once.
     for pair in report.runs.windows(2) {
         let end = pair[0].finished_at.unwrap_or(f64::INFINITY);
@@ -306,6 +531,19 @@ fn check(seed: u64, report: &DrillReport, truth: &Truth, tally: &mut Tally) -> R
             return Err(format!("runs {} and {} overlap", pair[0].id, pair[1].id));
         }
     }
+    // Every run's promotions, from their write-ahead records.
+    let promotions: Vec<(f64, &str, Option<u64>)> = evidence
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.state()
+                .map(|s| s.promotions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |p| (secs(p.at), run.header.id.as_str(), p.lag_ms))
+        })
+        .collect();
+
     // Safety of every automatic failover.
     for run in report.runs.iter().filter(|r| r.trigger == "automatic") {
         tally.automatic_runs += 1;
@@ -335,41 +573,268 @@ fn check(seed: u64, report: &DrillReport, truth: &Truth, tally: &mut Tally) -> R
                 run.id, run.to
             ));
         }
+        // Both signals observed the region unhealthy in every round of the window, with no
+        // round missing.
+        let rounds: Vec<_> = evidence
+            .observations
+            .iter()
+            .filter(|o| o.region.as_str() == run.from && secs(o.at) <= c)
+            .collect();
+        let first = rounds
+            .iter()
+            .rposition(|o| secs(o.at) <= c - WINDOW)
+            .ok_or_else(|| format!("run {} at {c}: no round before the window", run.id))?;
+        let window = &rounds[first..];
+        for pair in window.windows(2) {
+            if secs(pair[1].at) - secs(pair[0].at) > 3.0 * POLL {
+                return Err(format!(
+                    "run {} at {c}: nobody observed {} between {} and {}",
+                    run.id,
+                    run.from,
+                    secs(pair[0].at),
+                    secs(pair[1].at)
+                ));
+            }
+        }
+        for round in window {
+            for signal in Signal::ALL {
+                if round.signals.get(signal) != Observation::Unhealthy {
+                    return Err(format!(
+                        "run {} at {c}: {signal} said {} about {} at {}, inside the window",
+                        run.id,
+                        round.signals.get(signal),
+                        run.from,
+                        secs(round.at)
+                    ));
+                }
+            }
+        }
+        tally.trips_checked_against_observations += 1;
+        // Never within the cooldown of a run that issued a promotion, unless acknowledged.
+        for (p, id, _) in &promotions {
+            if *id != run.id && *p < c {
+                tally.cooldown_cases += 1;
+                if c - p < COOLDOWN && !truth.command_between("ack", *p, c) {
+                    return Err(format!(
+                        "automatic run {} at {c} started within the cooldown of run {id}'s promotion at {p}",
+                        run.id
+                    ));
+                }
+            }
+        }
+        // Never while paused.
+        if truth.paused_since(c).is_some() {
+            return Err(format!(
+                "automatic run {} started at {c} while paused",
+                run.id
+            ));
+        }
     }
+    tally.held_trips += evidence
+        .decisions
+        .iter()
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                dr::core::decision::Decision::Nothing(
+                    dr::core::decision::Hold::AutomationPaused {
+                        would: dr::core::decision::Would::FailOver { .. }
+                    } | dr::core::decision::Hold::Cooldown {
+                        would: dr::core::decision::Would::FailOver { .. },
+                        ..
+                    }
+                )
+            )
+        })
+        .count()
+        .min(1);
+    tally.held_by_cooldown += evidence
+        .decisions
+        .iter()
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                dr::core::decision::Decision::Nothing(dr::core::decision::Hold::Cooldown {
+                    would: dr::core::decision::Would::FailOver { .. },
+                    ..
+                })
+            )
+        })
+        .count()
+        .min(1);
+
+    // No promotion over the RPO budget without an approval of that figure.
+    for call in evidence
+        .world
+        .calls
+        .iter()
+        .filter(|c| c.operation == "FailoverGlobalCluster")
+    {
+        tally.promotions_checked += 1;
+        let lag = call.lag_ms.ok_or("a promotion without the target's lag")?;
+        let run = evidence
+            .runs
+            .iter()
+            .find(|r| {
+                r.state()
+                    .is_ok_and(|s| s.promotions.iter().any(|p| p.at == call.at))
+            })
+            .ok_or_else(|| {
+                format!(
+                    "FailoverGlobalCluster at {} has no write-ahead record",
+                    secs(call.at)
+                )
+            })?;
+        let before: Vec<_> = run
+            .events
+            .iter()
+            .filter(|e| e.at <= call.at)
+            .cloned()
+            .collect();
+        let state = RunState::replay(&run.header.plan, &before).map_err(|e| e.to_string())?;
+        let approval = state.steps[&StepName::PromoteDb].approval.clone();
+        if lag > BUDGET_MS {
+            if !approval.as_ref().is_some_and(|a| a.covers(Some(lag))) {
+                return Err(format!(
+                    "run {} promoted at {} with lag {lag} ms over the budget, approval {approval:?}",
+                    run.header.id,
+                    secs(call.at)
+                ));
+            }
+            tally.promotions_over_budget_approved += 1;
+        }
+    }
+    tally.gated_at_promotion += evidence
+        .runs
+        .iter()
+        .filter(|r| {
+            r.events
+                .iter()
+                .any(|e| matches!(e.event, RunEvent::StepGated { .. }))
+        })
+        .count()
+        .min(1);
+    tally.late_approvals += evidence
+        .runs
+        .iter()
+        .filter(|r| {
+            r.events.iter().any(|e| {
+                matches!(e.event, RunEvent::Approved { .. }) && e.actor.as_str() != "daemon"
+            })
+        })
+        .count()
+        .min(1);
+
+    // No mutating call while paused (unless an operator resumed the run since), and none by a
+    // run after its abort was requested.
+    let mut active_while_paused = false;
+    for call in &evidence.world.calls {
+        let t = secs(call.at);
+        if let Some(since) = truth.paused_since(t) {
+            tally.calls_checked_against_pause += 1;
+            active_while_paused = true;
+            if !truth.command_between("resume", since, t) {
+                return Err(format!(
+                    "{} {} at {t} while automation was paused since {since}",
+                    call.operation, call.resource
+                ));
+            }
+        }
+    }
+    if !truth.paused.is_empty()
+        && (active_while_paused
+            || report.timeline.iter().any(|e| {
+                e.text.contains("daemon: automation is paused")
+                    || e.text.contains("and automation is paused")
+            }))
+    {
+        tally.paused_scenarios_with_activity += 1;
+    }
+    for run in &evidence.runs {
+        let Some(abort) = run
+            .events
+            .iter()
+            .find(|e| matches!(e.event, RunEvent::AbortRequested { .. }))
+        else {
+            continue;
+        };
+        tally.aborted_runs += 1;
+        if run
+            .state()
+            .is_ok_and(|s| s.promotions.iter().any(|p| p.at <= abort.at))
+        {
+            tally.aborted_after_promotion += 1;
+        }
+        let end = run
+            .events
+            .iter()
+            .find(|e| matches!(e.event, RunEvent::Finished { .. }))
+            .map(|e| e.at);
+        if let Some(call) = evidence
+            .world
+            .calls
+            .iter()
+            .find(|c| c.at > abort.at && end.is_none_or(|end| c.at <= end))
+        {
+            return Err(format!(
+                "run {} called {} at {} after its abort at {}",
+                run.header.id,
+                call.operation,
+                secs(call.at),
+                secs(abort.at)
+            ));
+        }
+    }
+
+    // A reported RPO is a lag a promotion measured, or unknown.
+    match report.rpo_seconds {
+        Some(rpo) => {
+            tally.rpo_measured += 1;
+            let ms = (rpo * 1000.0).round() as u64;
+            if !promotions.iter().any(|(_, _, lag)| *lag == Some(ms)) {
+                return Err(format!(
+                    "the report says RPO {rpo}s, which no promotion measured: {promotions:?}"
+                ));
+            }
+        }
+        None if !promotions.is_empty() => tally.rpo_unknown += 1,
+        None => {}
+    }
+
     // Liveness of every eligible outage of the writer's region.
-    for (region, a, b) in &truth.outages {
+    for (name, a, b) in &truth.outages {
         let (a, b) = (*a, *b);
         let deadline = a + WINDOW + 2.0 * POLL + 5.0;
         if deadline + 10.0 > DURATION || b < deadline + 10.0 {
             continue;
         }
-        if writer_at(report, truth, a) != *region
+        if writer_at(report, truth, a) != *name
             || report.runs.iter().any(|r| r.created_at <= a)
             || overlaps(&truth.isolated, a, deadline)
             || overlaps(&truth.probes_blocked, a, deadline)
             || overlaps(&truth.route53_down, a, deadline)
             || overlaps(&truth.paused, a, deadline)
+            || truth.faults.iter().any(|(t, _)| *t < deadline)
             || !truth
                 .regions
                 .iter()
-                .any(|other| other != region && truth.healthy_throughout(other, a, deadline))
+                .any(|other| other != name && truth.healthy_throughout(other, a, deadline))
         {
             continue;
         }
         tally.liveness_cases += 1;
         let started = report.runs.iter().any(|r| {
             r.trigger == "automatic"
-                && r.from == *region
+                && r.from == *name
                 && r.created_at >= a + WINDOW
                 && r.created_at <= deadline
         });
         if !started {
             return Err(format!(
-                "{region} down from {a} to {b} with a healthy target: no failover started by {deadline}"
+                "{name} down from {a} to {b} with a healthy target: no failover started by {deadline}"
             ));
         }
     }
-    let _ = seed;
     Ok(())
 }
 
@@ -380,10 +845,14 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Tally {
     for seed in seeds {
         let (scenario, truth, is_three, _) = make(seed);
         let config = if is_three { &three } else { &two };
-        let report = runtime
-            .block_on(drill::run(config, &scenario, &DrillOptions::default()))
+        let (report, evidence) = runtime
+            .block_on(drill::run_with_evidence(
+                config,
+                &scenario,
+                &DrillOptions::default(),
+            ))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        if let Err(problem) = check(seed, &report, &truth, &mut tally) {
+        if let Err(problem) = check(&report, &evidence, &truth, &mut tally) {
             panic!(
                 "seed {seed}: {problem}\ntruth: {truth:#?}\nruns: {:#?}\n{}",
                 report.runs,
@@ -396,20 +865,73 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Tally {
 
 fn assert_not_vacuous(tally: &Tally) {
     eprintln!(
-        "{} scenarios, {} automatic failovers checked, {} liveness cases",
-        tally.scenarios, tally.automatic_runs, tally.liveness_cases
+        "{} scenarios; automatic failovers {}, checked against every observed round {}; liveness cases {}; \
+         promotions checked {} (over budget with an approval of the figure {}); scenarios with a promotion gated at the call {}; \
+         scenarios with operator approvals {}; calls checked against a pause {}; paused scenarios with something held or done {}; \
+         scenarios with a held trip {} (by the cooldown {}); trips checked against an earlier promotion's cooldown {}; aborted runs {} (after their promotion {}); \
+         RPO measured {} / unknown {}; hidden recoveries {}; scenarios with read faults {}",
+        tally.scenarios,
+        tally.automatic_runs,
+        tally.trips_checked_against_observations,
+        tally.liveness_cases,
+        tally.promotions_checked,
+        tally.promotions_over_budget_approved,
+        tally.gated_at_promotion,
+        tally.late_approvals,
+        tally.calls_checked_against_pause,
+        tally.paused_scenarios_with_activity,
+        tally.held_trips,
+        tally.held_by_cooldown,
+        tally.cooldown_cases,
+        tally.aborted_runs,
+        tally.aborted_after_promotion,
+        tally.rpo_measured,
+        tally.rpo_unknown,
+        tally.hidden_recoveries,
+        tally.read_faults,
     );
     assert_eq!(tally.scenarios, 2500);
-    assert!(
-        tally.automatic_runs >= 300,
-        "only {} automatic failovers",
-        tally.automatic_runs
+    let at_least = |what: &str, count: usize, floor: usize| {
+        assert!(
+            count >= floor,
+            "only {count} {what} (at least {floor} expected)"
+        );
+    };
+    at_least("automatic failovers", tally.automatic_runs, 300);
+    at_least(
+        "trips checked against observations",
+        tally.trips_checked_against_observations,
+        300,
     );
-    assert!(
-        tally.liveness_cases >= 250,
-        "only {} liveness cases",
-        tally.liveness_cases
+    at_least("liveness cases", tally.liveness_cases, 150);
+    at_least("promotions checked", tally.promotions_checked, 300);
+    at_least(
+        "approved promotions over budget",
+        tally.promotions_over_budget_approved,
+        5,
     );
+    at_least("promotions gated at the call", tally.gated_at_promotion, 5);
+    at_least(
+        "paused scenarios with activity",
+        tally.paused_scenarios_with_activity,
+        50,
+    );
+    at_least(
+        "calls checked against a pause",
+        tally.calls_checked_against_pause,
+        5,
+    );
+    at_least("held trips", tally.held_trips, 20);
+    at_least("trips held by the cooldown", tally.held_by_cooldown, 20);
+    at_least("aborted runs", tally.aborted_runs, 50);
+    at_least(
+        "aborts after a promotion",
+        tally.aborted_after_promotion,
+        10,
+    );
+    at_least("RPO figures", tally.rpo_measured, 100);
+    at_least("hidden recoveries", tally.hidden_recoveries, 20);
+    at_least("scenarios with read faults", tally.read_faults, 200);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::config::{self, Backend, Config, ConfigError};
 use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
 use crate::core::plan::{Operation, PlanRequest, RunKind, build_plan};
-use crate::core::run::{EventRecord, RunEvent, RunStatus, Trigger};
+use crate::core::run::{Approval, EventRecord, RunEvent, RunStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::drill::{self, DrillOptions, scenario};
 use crate::engine::{
@@ -952,6 +952,16 @@ impl Progress for Printer {
             RunEvent::Paused { reason } => format!("run paused: {reason}"),
             RunEvent::Resumed { reason } => format!("run resumed: {reason}"),
             RunEvent::AbortRequested { reason } => format!("abort requested: {reason}"),
+            RunEvent::StepGated { step, gate } => {
+                format!("{step} waits for approval: {}", gate.reason)
+            }
+            RunEvent::Promoting { step, lag_ms } => match lag_ms {
+                Some(ms) => format!(
+                    "{step}: sending the promotion; replication lag read just before: {}",
+                    fmt_duration(Duration::from_millis(*ms))
+                ),
+                None => format!("{step}: sending the promotion (replication lag not measured)"),
+            },
             RunEvent::Finished { outcome } => format!("run finished: {outcome}"),
         };
         self.line(record.at, &text);
@@ -1097,6 +1107,7 @@ async fn status(config: &Config, json: bool) -> CliResult {
         .daemon_status()?
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
     let automation = store.automation()?;
+    let writer_unread = writer.is_none();
     let status = render::Status {
         daemon,
         automation,
@@ -1113,6 +1124,13 @@ async fn status(config: &Config, json: bool) -> CliResult {
         print_json(&status);
     } else {
         print!("{}", render::status_text(&status, active.as_ref()));
+    }
+    // Without the writer's region nobody can say whether to fail over: not a healthy answer.
+    if writer_unread {
+        eprintln!(
+            "the writer's region could not be read (see the problems above); fix access, or find the writer in the RDS console of a region that answers"
+        );
+        return Ok(exit::REFUSED);
     }
     Ok(exit::OK)
 }
@@ -1223,6 +1241,14 @@ async fn resume(config: &Config, args: ControlArgs, json: bool) -> CliResult {
     execute_foreground(&engine, store.as_ref(), &run, json, lock).await
 }
 
+/// The step an `Approved` record approves.
+fn record_step(record: &EventRecord) -> Option<StepName> {
+    match record.event {
+        RunEvent::Approved { step, .. } => Some(step),
+        _ => None,
+    }
+}
+
 async fn approve(
     config: &Config,
     args: ControlArgs,
@@ -1260,7 +1286,22 @@ async fn approve(
         now_for(config),
     )?;
     if !json {
-        eprintln!("run {run}: approved");
+        let accepted = store
+            .load_run(&run)?
+            .and_then(|r| r.state().ok())
+            .and_then(|s| s.steps.get(&record_step(&record)?)?.approval.clone());
+        match accepted {
+            Some(Approval {
+                lag_ms: Some(ms), ..
+            }) => eprintln!(
+                "run {run}: approved, for a replication lag of up to {} (the writes a promotion may lose); if the lag is worse when the promotion is sent, it waits for approval again",
+                fmt_duration(Duration::from_millis(ms))
+            ),
+            Some(Approval { lag_ms: None, .. }) => eprintln!(
+                "run {run}: approved, with the replication lag unmeasured: the promotion goes ahead whatever it is"
+            ),
+            None => eprintln!("run {run}: approved"),
+        }
     }
     // Continue the run here unless another process carries it out; that one sees the approval.
     match ExecutorLock::acquire(&config.store_path, &holder()) {

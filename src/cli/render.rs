@@ -201,7 +201,7 @@ pub fn run_summary(run: &StoredRun) -> String {
             };
             let detail = match &step.status {
                 StepStatus::Failed { error } => error.clone(),
-                StepStatus::Skipped { reason } | StepStatus::AwaitingApproval { reason } => {
+                StepStatus::Skipped { reason } | StepStatus::AwaitingApproval { reason, .. } => {
                     reason.clone()
                 }
                 _ => step

@@ -6,6 +6,7 @@
 //! starts the run, whose promotion then waits for an operator. Failback is never automatic.
 
 use super::detect::{RegionHealth, RegionTracker};
+use super::health::Observation;
 use super::ids::{Actor, RegionName, RunId};
 use super::time::{Timestamp, fmt_duration};
 use serde::{Deserialize, Serialize};
@@ -63,7 +64,7 @@ pub struct Situation {
     pub writer: Option<RegionName>,
     /// The unfinished run, if any.
     pub active_run: Option<RunId>,
-    /// When the last failover (automatic or manual) started, if any.
+    /// When the latest run (automatic or manual, however it ended) issued a promotion, if any.
     pub last_failover_at: Option<Timestamp>,
     /// Automation switches.
     pub automation: Automation,
@@ -83,23 +84,25 @@ pub enum Hold {
         region: RegionName,
         /// Since when.
         since: Timestamp,
+        /// The last round's signals, in words.
+        signals: String,
     },
     /// Automation is paused.
     AutomationPaused {
         /// What it would have done.
-        would: String,
+        would: Would,
     },
     /// A run is active; its executor carries on.
     RunActive {
         /// The run.
         run: RunId,
     },
-    /// A failover finished too recently.
+    /// A run that issued a promotion did so too recently.
     Cooldown {
         /// When the cooldown ends.
         until: Timestamp,
         /// What it would have done.
-        would: String,
+        would: Would,
     },
     /// The writer's region failed and no target is healthy.
     NoHealthyTarget {
@@ -120,9 +123,52 @@ pub enum Hold {
         region: RegionName,
         /// Since when it is suspect.
         since: Timestamp,
-        /// The signal that reads Unknown.
+        /// The signals that read Unknown, in words.
         unknown: String,
     },
+}
+
+/// What the daemon would have done, had a pause or the cooldown not held it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Would {
+    /// Fail the writer's failed region over: a held trip, which is an alert.
+    FailOver {
+        /// The failed writer's region.
+        from: RegionName,
+        /// The target.
+        to: RegionName,
+    },
+    /// Pre-warm a target.
+    PreWarm {
+        /// The target.
+        region: RegionName,
+    },
+    /// Scale a pre-warmed target back.
+    ScaleBack {
+        /// The pre-warmed region.
+        region: RegionName,
+    },
+}
+
+impl fmt::Display for Would {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Would::FailOver { from, to } => write!(f, "fail over from {from} to {to}"),
+            Would::PreWarm { region } => write!(f, "pre-warm {region}"),
+            Would::ScaleBack { region } => write!(f, "scale {region} back to its baseline"),
+        }
+    }
+}
+
+/// How loudly a decision must be heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertLevel {
+    /// Someone should look soon.
+    Warning,
+    /// Someone must act now: the company may be down and dr is not fixing it.
+    Critical,
 }
 
 /// What the daemon should do.
@@ -166,6 +212,26 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Whether this decision is an alert, and how loud. A trip that a pause or the cooldown
+    /// holds back is critical: the writer's region failed and nobody is failing it over.
+    pub fn alert(&self) -> Option<AlertLevel> {
+        match self {
+            Decision::Nothing(
+                Hold::NoHealthyTarget { .. }
+                | Hold::CannotConfirm { .. }
+                | Hold::AutomationPaused {
+                    would: Would::FailOver { .. },
+                }
+                | Hold::Cooldown {
+                    would: Would::FailOver { .. },
+                    ..
+                },
+            ) => Some(AlertLevel::Critical),
+            Decision::Nothing(Hold::FailedRegionNotWriter { .. }) => Some(AlertLevel::Warning),
+            _ => None,
+        }
+    }
+
     /// True for the two failover decisions.
     pub fn starts_failover(&self) -> bool {
         matches!(
@@ -191,9 +257,19 @@ impl fmt::Display for Decision {
                 Hold::AllHealthy => f.write_str(
                     "nothing to do: the writer's region is healthy and no region has failed",
                 ),
-                Hold::WriterSuspect { region, since } => write!(
+                Hold::WriterSuspect {
+                    region,
+                    since,
+                    signals,
+                } => write!(
                     f,
-                    "watching: the writer's region {region} is suspect since {since}; both signals must agree for the whole failure window"
+                    "watching: the writer's region {region} is suspect since {since} ({signals}); two independent signals must observe it unhealthy in every round for the whole failure window"
+                ),
+                Hold::AutomationPaused {
+                    would: Would::FailOver { from, to },
+                } => write!(
+                    f,
+                    "ALERT: the writer's region {from} failed and automation is paused, so dr will not fail it over to {to}; `dr unpause` lets it, or fail over by hand (`dr failover --to {to}`)"
                 ),
                 Hold::AutomationPaused { would } => {
                     write!(
@@ -202,9 +278,16 @@ impl fmt::Display for Decision {
                     )
                 }
                 Hold::RunActive { run } => write!(f, "run {run} is active"),
+                Hold::Cooldown {
+                    until,
+                    would: Would::FailOver { from, to },
+                } => write!(
+                    f,
+                    "ALERT: the writer's region {from} failed, but a promotion was sent less than the cooldown ago, so dr will not fail it over to {to} before {until}; `dr ack` clears the cooldown, or fail over by hand (`dr failover --to {to}`)"
+                ),
                 Hold::Cooldown { until, would } => write!(
                     f,
-                    "in cooldown after the last failover until {until} (`dr ack` clears it); would {would}"
+                    "in cooldown after the last promotion until {until} (`dr ack` clears it); would {would}"
                 ),
                 Hold::NoHealthyTarget { region } => write!(
                     f,
@@ -270,11 +353,24 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
                 });
             };
             let to = target.tracker.region.clone();
+            let agreeing = writer_view
+                .map(|w| {
+                    w.tracker
+                        .streaks
+                        .keys()
+                        .map(|s| s.describe())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                })
+                .unwrap_or_default();
             let trip = format!(
-                "{writer} failed: Route53 and dr's probe agree it is unhealthy since {since} ({} ago)",
+                "{writer} failed: {agreeing} observed it unhealthy in every round since {since} ({} ago)",
                 fmt_duration(now.since(since))
             );
-            let would = format!("fail over from {writer} to {to}");
+            let would = Would::FailOver {
+                from: writer.clone(),
+                to: to.clone(),
+            };
             if situation.automation.paused {
                 return Decision::Nothing(Hold::AutomationPaused { would });
             }
@@ -308,30 +404,39 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
             }
         }
         RegionHealth::Suspect { since } => {
-            let unknown = writer_view.and_then(|w| w.tracker.last).and_then(|last| {
-                if last.route53 == super::health::Observation::Unknown {
-                    Some("Route53's health check")
-                } else if last.probe == super::health::Observation::Unknown {
-                    Some("dr's own probe")
-                } else {
-                    None
-                }
-            });
-            if let Some(unknown) = unknown
-                && now.since(since) >= policy.failure_window
-            {
+            let tracker = writer_view.map(|w| &w.tracker);
+            let last = tracker.and_then(|t| t.last.clone()).unwrap_or_default();
+            let seen_healthy = last.any_healthy();
+            let unknown = last.saying(Observation::Unknown);
+            if !unknown.is_empty() && !seen_healthy && now.since(since) >= policy.failure_window {
                 return Decision::Nothing(Hold::CannotConfirm {
                     region: writer.clone(),
                     since,
-                    unknown: unknown.to_string(),
+                    unknown: unknown
+                        .iter()
+                        .map(|s| s.describe())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
                 });
             }
-            if policy.pre_warm
-                && !situation.automation.paused
+            if seen_healthy {
+                // One signal says healthy: the region may be fine. Nothing is warmed up, and a
+                // target warmed earlier goes back.
+                if let Some(region) = &situation.prewarmed {
+                    return scale_back(situation, writer, region, "has a healthy signal again");
+                }
+            } else if policy.pre_warm
                 && cooldown_until.is_none()
                 && situation.prewarmed.is_none()
                 && let Some(target) = healthy_target(situation, writer)
             {
+                if situation.automation.paused {
+                    return Decision::Nothing(Hold::AutomationPaused {
+                        would: Would::PreWarm {
+                            region: target.tracker.region.clone(),
+                        },
+                    });
+                }
                 return Decision::PreWarm {
                     region: target.tracker.region.clone(),
                     reason: format!("the writer's region {writer} is suspect since {since}"),
@@ -340,18 +445,19 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
             Decision::Nothing(Hold::WriterSuspect {
                 region: writer.clone(),
                 since,
+                signals: last.describe(),
             })
         }
         RegionHealth::Healthy | RegionHealth::Unknown => {
             if let Some(region) = &situation.prewarmed
                 && writer_health == RegionHealth::Healthy
             {
-                return Decision::ScaleBack {
-                    region: region.clone(),
-                    reason: format!(
-                        "the writer's region {writer} recovered before the failure window filled"
-                    ),
-                };
+                return scale_back(
+                    situation,
+                    writer,
+                    region,
+                    "recovered before the failure window filled",
+                );
             }
             let failed = situation
                 .regions
@@ -367,6 +473,27 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
     }
 }
 
+/// Scales a pre-warmed target back, unless automation is paused: paused means no automatic
+/// change of any kind.
+fn scale_back(
+    situation: &Situation,
+    writer: &RegionName,
+    region: &RegionName,
+    why: &str,
+) -> Decision {
+    if situation.automation.paused {
+        return Decision::Nothing(Hold::AutomationPaused {
+            would: Would::ScaleBack {
+                region: region.clone(),
+            },
+        });
+    }
+    Decision::ScaleBack {
+        region: region.clone(),
+        reason: format!("the writer's region {writer} {why}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,21 +506,14 @@ mod tests {
         let policy = DetectPolicy::new(Duration::from_secs(300), Duration::from_secs(10));
         let mut t = RegionTracker::new(name.into());
         for i in 0..rounds {
-            t.observe(signals, Timestamp(i as i64 * 10_000), &policy);
+            t.observe(signals.clone(), Timestamp(i as i64 * 10_000), &policy);
         }
         t
     }
 
     fn healthy(name: &str, priority: u32) -> RegionView {
         RegionView {
-            tracker: tracker(
-                name,
-                1,
-                Signals {
-                    route53: H,
-                    probe: H,
-                },
-            ),
+            tracker: tracker(name, 1, Signals::of(H, H)),
             priority,
             lag: Some(Duration::from_secs(2)),
         }
@@ -401,14 +521,7 @@ mod tests {
 
     fn failed(name: &str) -> RegionView {
         RegionView {
-            tracker: tracker(
-                name,
-                31,
-                Signals {
-                    route53: U,
-                    probe: U,
-                },
-            ),
+            tracker: tracker(name, 31, Signals::of(U, U)),
             priority: 1,
             lag: None,
         }
@@ -416,14 +529,7 @@ mod tests {
 
     fn suspect(name: &str) -> RegionView {
         RegionView {
-            tracker: tracker(
-                name,
-                5,
-                Signals {
-                    route53: U,
-                    probe: U,
-                },
-            ),
+            tracker: tracker(name, 5, Signals::of(U, U)),
             priority: 1,
             lag: None,
         }
@@ -457,7 +563,7 @@ mod tests {
         match decide(&s, &policy(), NOW) {
             Decision::Failover { from, to, reason } => {
                 assert_eq!((from.as_str(), to.as_str()), ("east", "west"));
-                assert!(reason.contains("agree"), "{reason}");
+                assert!(reason.contains("in every round"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
@@ -558,10 +664,7 @@ mod tests {
             tracker: tracker(
                 "east",
                 40,
-                Signals {
-                    route53: crate::core::health::Observation::Unknown,
-                    probe: U,
-                },
+                Signals::of(crate::core::health::Observation::Unknown, U),
             ),
             priority: 1,
             lag: None,
@@ -587,5 +690,76 @@ mod tests {
             decide(&s, &policy(), NOW),
             Decision::Nothing(Hold::AllHealthy)
         );
+    }
+
+    #[test]
+    fn paused_means_no_automatic_change_of_any_kind() {
+        let mut recovered = situation(vec![healthy("east", 1), healthy("west", 2)]);
+        recovered.prewarmed = Some("west".into());
+        recovered.automation.paused = true;
+        assert_eq!(
+            decide(&recovered, &policy(), NOW),
+            Decision::Nothing(Hold::AutomationPaused {
+                would: Would::ScaleBack {
+                    region: "west".into()
+                }
+            })
+        );
+        let mut s = situation(vec![suspect("east"), healthy("west", 2)]);
+        s.automation.paused = true;
+        assert!(matches!(
+            decide(&s, &policy(), NOW),
+            Decision::Nothing(Hold::AutomationPaused {
+                would: Would::PreWarm { .. }
+            })
+        ));
+    }
+
+    #[test]
+    fn a_held_trip_is_a_critical_alert_and_other_holds_are_not() {
+        let mut s = situation(vec![failed("east"), healthy("west", 2)]);
+        s.automation.paused = true;
+        let paused = decide(&s, &policy(), NOW);
+        assert_eq!(paused.alert(), Some(AlertLevel::Critical), "{paused}");
+        assert!(paused.to_string().starts_with("ALERT"), "{paused}");
+        let mut s = situation(vec![failed("east"), healthy("west", 2)]);
+        s.last_failover_at = Some(Timestamp(0));
+        let cooling = decide(&s, &policy(), NOW);
+        assert_eq!(cooling.alert(), Some(AlertLevel::Critical), "{cooling}");
+        assert_ne!(
+            paused, cooling,
+            "a changed reason is a new decision, so a new notice"
+        );
+        let mut s = situation(vec![suspect("east"), healthy("west", 2)]);
+        s.automation.paused = true;
+        assert_eq!(decide(&s, &policy(), NOW).alert(), None);
+    }
+
+    #[test]
+    fn a_single_failing_signal_is_suspect_and_says_which() {
+        let view = RegionView {
+            tracker: tracker("east", 40, Signals::of(H, U)),
+            priority: 1,
+            lag: None,
+        };
+        let s = situation(vec![view.clone(), healthy("west", 2)]);
+        let decision = decide(&s, &policy(), Timestamp(7 * MIN));
+        match &decision {
+            Decision::Nothing(Hold::WriterSuspect { signals, .. }) => {
+                assert!(signals.contains("dr's own probe unhealthy"), "{signals}");
+                assert!(
+                    signals.contains("Route53's health check healthy"),
+                    "{signals}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A target warmed earlier goes back while a signal says the writer is healthy.
+        let mut warmed = s.clone();
+        warmed.prewarmed = Some("west".into());
+        assert!(matches!(
+            decide(&warmed, &policy(), NOW),
+            Decision::ScaleBack { .. }
+        ));
     }
 }

@@ -1,40 +1,99 @@
 //! Detection: turns each region's stream of observations into Healthy, Suspect or Failed.
 //!
-//! A region is suspect from its first unhealthy signal. It is failed when both independent
-//! signals (Route53's checkers and dr's own probe) have agreed it is unhealthy, continuously,
-//! for the whole failure window. One healthy signal resets it. Unknown never counts toward
-//! failure, and an agreement streak with a gap of Unknowns longer than `max_gap` starts over:
-//! nobody saw the region during the gap. Pure: the caller passes observations and times.
+//! Each `Signal` is an independent vantage point on a region (today Route53's checkers and dr's
+//! own probe). A region is suspect from the first round in which any signal says unhealthy, even
+//! while another says healthy. It is failed when at least `quorum` signals have each observed it
+//! unhealthy in every round for the whole failure window, and none says healthy now.
+//!
+//! Only observed time counts. A signal's streak is broken by any round in which it does not say
+//! unhealthy: a healthy verdict, but also an Unknown one, because nobody saw the region during
+//! that round and it may have recovered unseen. Two consecutive unhealthy rounds further apart
+//! than `max_gap` (the daemon stalled) break it too. One healthy signal resets every streak.
+//! Pure: the caller passes observations and times.
 
 use super::health::Observation;
 use super::ids::RegionName;
 use super::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
-/// One round of signals about one region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Signals {
-    /// Route53's health check, from its checkers.
-    pub route53: Observation,
-    /// dr's own probe of `/health`.
-    pub probe: Observation,
+/// An independent source of verdicts about a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// Route53's health check, from its checkers (`GetHealthCheckStatus`).
+    Route53,
+    /// dr's own probe of the region's `/health`.
+    Probe,
 }
 
+impl Signal {
+    /// Every signal, in display order.
+    pub const ALL: [Signal; 2] = [Signal::Route53, Signal::Probe];
+
+    /// The signal in words, for reasons and alerts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Signal::Route53 => "Route53's health check",
+            Signal::Probe => "dr's own probe",
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signal::Route53 => "route53",
+            Signal::Probe => "probe",
+        })
+    }
+}
+
+/// One round of signals about one region. A signal missing from the round is Unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signals(pub BTreeMap<Signal, Observation>);
+
 impl Signals {
-    /// Both signals say unhealthy.
-    pub fn agree_unhealthy(&self) -> bool {
-        self.route53 == Observation::Unhealthy && self.probe == Observation::Unhealthy
+    /// A round of Route53's and the probe's verdicts.
+    pub fn of(route53: Observation, probe: Observation) -> Signals {
+        Signals(BTreeMap::from([
+            (Signal::Route53, route53),
+            (Signal::Probe, probe),
+        ]))
+    }
+
+    /// One signal's verdict; Unknown when the round lacks it.
+    pub fn get(&self, signal: Signal) -> Observation {
+        self.0.get(&signal).copied().unwrap_or(Observation::Unknown)
     }
 
     /// Some signal says healthy.
     pub fn any_healthy(&self) -> bool {
-        self.route53 == Observation::Healthy || self.probe == Observation::Healthy
+        self.0.values().any(|o| *o == Observation::Healthy)
     }
 
     /// Some signal says unhealthy.
     pub fn any_unhealthy(&self) -> bool {
-        self.route53 == Observation::Unhealthy || self.probe == Observation::Unhealthy
+        self.0.values().any(|o| *o == Observation::Unhealthy)
+    }
+
+    /// The signals that say `observation`.
+    pub fn saying(&self, observation: Observation) -> Vec<Signal> {
+        Signal::ALL
+            .into_iter()
+            .filter(|s| self.get(*s) == observation)
+            .collect()
+    }
+
+    /// The round in words: "Route53's health check unhealthy, dr's own probe healthy".
+    pub fn describe(&self) -> String {
+        Signal::ALL
+            .iter()
+            .map(|s| format!("{} {}", s.describe(), self.get(*s)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -51,9 +110,9 @@ pub enum RegionHealth {
         /// First unhealthy observation of this streak.
         since: Timestamp,
     },
-    /// Both signals agreed it is unhealthy for the whole failure window.
+    /// A quorum of signals observed it unhealthy in every round for the whole failure window.
     Failed {
-        /// Start of the agreement streak.
+        /// Start of the agreement: the time since which the quorum has agreed.
         since: Timestamp,
     },
 }
@@ -73,20 +132,34 @@ impl RegionHealth {
 /// Detection settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DetectPolicy {
-    /// How long both signals must agree.
+    /// How long the quorum must agree.
     pub failure_window: Duration,
-    /// Longest gap between two agreeing rounds that keeps a streak going.
+    /// Longest time between two consecutive unhealthy rounds of one signal that keeps its
+    /// streak going (a slow tick); a round in between that is not unhealthy always breaks it.
     pub max_gap: Duration,
+    /// How many independent signals must agree for the whole window.
+    pub quorum: usize,
 }
 
 impl DetectPolicy {
-    /// The policy for a failure window and poll interval: gaps of up to three polls are bridged.
+    /// The policy for a failure window and poll interval: both signals must agree, and rounds up
+    /// to three polls apart are consecutive.
     pub fn new(failure_window: Duration, poll_interval: Duration) -> DetectPolicy {
         DetectPolicy {
             failure_window,
             max_gap: poll_interval * 3,
+            quorum: 2,
         }
     }
+}
+
+/// One signal's run of consecutive unhealthy rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streak {
+    /// The first round of the run.
+    pub since: Timestamp,
+    /// The latest round of the run.
+    pub last: Timestamp,
 }
 
 /// One region's detector.
@@ -100,9 +173,9 @@ pub struct RegionTracker {
     pub last: Option<Signals>,
     /// When the last round was observed.
     pub last_at: Option<Timestamp>,
+    /// Each signal's current unhealthy streak.
+    pub streaks: BTreeMap<Signal, Streak>,
     suspect_since: Option<Timestamp>,
-    agree_since: Option<Timestamp>,
-    last_agree: Option<Timestamp>,
 }
 
 impl RegionTracker {
@@ -113,62 +186,76 @@ impl RegionTracker {
             health: RegionHealth::Unknown,
             last: None,
             last_at: None,
+            streaks: BTreeMap::new(),
             suspect_since: None,
-            agree_since: None,
-            last_agree: None,
         }
     }
 
     /// Folds one round of signals observed at `at`.
     pub fn observe(&mut self, signals: Signals, at: Timestamp, policy: &DetectPolicy) {
-        self.last = Some(signals);
-        self.last_at = Some(at);
-        if signals.any_healthy() {
+        let healthy = signals.any_healthy();
+        let unhealthy = signals.any_unhealthy();
+        let mut streaks = BTreeMap::new();
+        if !healthy {
+            for signal in signals.saying(Observation::Unhealthy) {
+                let since = match self.streaks.get(&signal) {
+                    Some(streak) if at.since(streak.last) <= policy.max_gap => streak.since,
+                    _ => at,
+                };
+                streaks.insert(signal, Streak { since, last: at });
+            }
+        }
+        // A signal that did not say unhealthy this round (healthy, or Unknown: unobserved)
+        // loses its streak.
+        self.streaks = streaks;
+        if unhealthy {
+            self.suspect_since.get_or_insert(at);
+        } else if healthy {
             self.suspect_since = None;
-            self.agree_since = None;
-            self.last_agree = None;
-            self.health = RegionHealth::Healthy;
-            return;
         }
-        if signals.agree_unhealthy() {
-            let bridged = self
-                .last_agree
-                .is_some_and(|previous| at.since(previous) <= policy.max_gap);
-            if !bridged {
-                self.agree_since = Some(at);
+        self.health = if unhealthy {
+            match self.agreement_since(policy.quorum) {
+                Some(since) if !healthy && at.since(since) >= policy.failure_window => {
+                    RegionHealth::Failed { since }
+                }
+                _ => RegionHealth::Suspect {
+                    since: self.suspect_since.unwrap_or(at),
+                },
             }
-            self.last_agree = Some(at);
-        } else if self
-            .last_agree
-            .is_some_and(|previous| at.since(previous) > policy.max_gap)
-        {
-            // Too long without both signals agreeing: the streak is no longer continuous.
-            self.agree_since = None;
-            self.last_agree = None;
-        }
-        if signals.any_unhealthy() && self.suspect_since.is_none() {
-            self.suspect_since = Some(at);
-        }
-        self.health = match (self.agree_since, self.suspect_since) {
-            (Some(since), _)
-                if signals.agree_unhealthy() && at.since(since) >= policy.failure_window =>
-            {
-                RegionHealth::Failed { since }
-            }
-            (_, Some(since)) => RegionHealth::Suspect { since },
-            (Some(since), None) => RegionHealth::Suspect { since },
-            (None, None) => match self.health {
-                // Only Unknowns: keep what was known.
+        } else if healthy {
+            RegionHealth::Healthy
+        } else {
+            // Only Unknowns: keep what was known, but nothing unobserved keeps a region failed.
+            match self.health {
                 RegionHealth::Failed { since } => RegionHealth::Suspect { since },
                 other => other,
-            },
+            }
         };
+        self.last = Some(signals);
+        self.last_at = Some(at);
+    }
+
+    /// The time since which `quorum` signals have each been unhealthy in every round, if they
+    /// have: the start of the quorum-th oldest streak.
+    pub fn agreement_since(&self, quorum: usize) -> Option<Timestamp> {
+        if quorum == 0 {
+            return None;
+        }
+        let mut starts: Vec<Timestamp> = self.streaks.values().map(|s| s.since).collect();
+        starts.sort();
+        starts.get(quorum - 1).copied()
+    }
+
+    /// Whether the last round has a healthy signal (the writer may recover: no pre-warm).
+    pub fn seen_healthy(&self) -> bool {
+        self.last.as_ref().is_some_and(Signals::any_healthy)
     }
 
     /// Whether the last round says the region can take the load: a healthy signal and no
     /// unhealthy one.
     pub fn is_healthy(&self) -> bool {
         self.last
+            .as_ref()
             .is_some_and(|s| s.any_healthy() && !s.any_unhealthy())
             && self.health == RegionHealth::Healthy
     }
@@ -190,10 +277,7 @@ mod tests {
         let mut tracker = RegionTracker::new("r".into());
         for (i, (route53, probe)) in rounds.iter().enumerate() {
             tracker.observe(
-                Signals {
-                    route53: *route53,
-                    probe: *probe,
-                },
+                Signals::of(*route53, *probe),
                 Timestamp(i as i64 * POLL as i64 * 1000),
                 &policy(),
             );
@@ -225,9 +309,17 @@ mod tests {
     }
 
     #[test]
-    fn one_signal_alone_never_fails_the_region() {
-        let t = feed(&rounds(100, (U, H)));
-        assert_eq!(t.health, RegionHealth::Healthy);
+    fn one_signal_alone_never_fails_the_region_but_makes_it_suspect() {
+        // The probe fails while Route53 says healthy: suspect (the README's rule), never failed.
+        let t = feed(&rounds(100, (H, U)));
+        assert_eq!(
+            t.health,
+            RegionHealth::Suspect {
+                since: Timestamp(0)
+            }
+        );
+        assert!(!t.is_healthy());
+        assert!(t.seen_healthy());
         let t = feed(&rounds(100, (U, X)));
         assert_eq!(
             t.health,
@@ -259,25 +351,40 @@ mod tests {
     }
 
     #[test]
-    fn short_unknown_gaps_are_bridged_and_long_ones_restart_the_streak() {
+    fn an_unknown_round_restarts_the_streak_because_nobody_saw_the_region() {
+        // 15 agreeing rounds, two unobserved rounds (the region may have recovered unseen), then
+        // 29 more: the window counts from the first round after the gap.
         let mut r = rounds(15, (U, U));
         r.extend(rounds(2, (X, X)));
-        r.extend(rounds(14, (U, U)));
-        assert!(matches!(
-            feed(&r).health,
-            RegionHealth::Failed {
-                since: Timestamp(0)
-            }
-        ));
-        let mut r = rounds(15, (U, U));
-        r.extend(rounds(10, (U, X)));
-        r.extend(rounds(20, (U, U)));
+        r.extend(rounds(30, (U, U)));
         let t = feed(&r);
         assert!(
             matches!(t.health, RegionHealth::Suspect { .. }),
             "{:?}",
             t.health
         );
+        r.push((U, U));
+        assert_eq!(
+            feed(&r).health,
+            RegionHealth::Failed {
+                since: Timestamp(170_000)
+            }
+        );
+        // One signal unread for one round restarts that signal's streak, and so the agreement.
+        let mut r = rounds(15, (U, U));
+        r.push((U, X));
+        r.extend(rounds(30, (U, U)));
+        assert!(matches!(feed(&r).health, RegionHealth::Suspect { .. }));
+    }
+
+    #[test]
+    fn rounds_further_apart_than_the_gap_are_not_consecutive() {
+        let mut tracker = RegionTracker::new("r".into());
+        let p = policy();
+        tracker.observe(Signals::of(U, U), Timestamp(0), &p);
+        // The daemon stalled for five minutes: nothing was observed in between.
+        tracker.observe(Signals::of(U, U), Timestamp(300_000), &p);
+        assert!(matches!(tracker.health, RegionHealth::Suspect { .. }));
     }
 
     #[test]
@@ -286,5 +393,19 @@ mod tests {
         r.push((X, X));
         let t = feed(&r);
         assert!(matches!(t.health, RegionHealth::Suspect { .. }));
+    }
+
+    #[test]
+    fn the_quorum_is_the_number_of_agreeing_signals() {
+        let mut tracker = RegionTracker::new("r".into());
+        let p = DetectPolicy {
+            quorum: 1,
+            ..policy()
+        };
+        for i in 0..31 {
+            tracker.observe(Signals::of(U, X), Timestamp(i * 10_000), &p);
+        }
+        assert!(matches!(tracker.health, RegionHealth::Failed { .. }));
+        assert_eq!(tracker.agreement_since(2), None);
     }
 }

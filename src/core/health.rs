@@ -28,15 +28,22 @@ impl fmt::Display for Observation {
     }
 }
 
-/// Route53 calls an endpoint healthy when more than this share of its checkers do.
-pub const ROUTE53_HEALTHY_SHARE: f64 = 0.18;
+/// Route53 calls an endpoint healthy when more than this percentage of its checkers do.
+pub const ROUTE53_HEALTHY_PERCENT: u32 = 18;
+
+/// Route53's rule, in integers so that a share of exactly 18% is decided the same way
+/// everywhere: healthy when `healthy / total > 18 / 100`. The simulator's DNS answers and the
+/// checker report dr reads both use this one function.
+pub fn route53_counts_healthy(healthy: u32, total: u32) -> bool {
+    total > 0 && u64::from(healthy) * 100 > u64::from(total) * u64::from(ROUTE53_HEALTHY_PERCENT)
+}
 
 /// Route53's verdict from its checkers' reports, as `GetHealthCheckStatus` returns them.
 pub fn classify_checkers(healthy: u32, total: u32) -> Observation {
     if total == 0 {
         return Observation::Unknown;
     }
-    if f64::from(healthy) / f64::from(total) > ROUTE53_HEALTHY_SHARE {
+    if route53_counts_healthy(healthy, total) {
         Observation::Healthy
     } else {
         Observation::Unhealthy
@@ -90,6 +97,8 @@ mod tests {
         assert_eq!(classify_checkers(2, 16), Observation::Unhealthy); // 12.5%
         assert_eq!(classify_checkers(18, 100), Observation::Unhealthy); // exactly 18%
         assert_eq!(classify_checkers(0, 0), Observation::Unknown);
+        assert_eq!(classify_checkers(9, 50), Observation::Unhealthy); // exactly 18%
+        assert_eq!(classify_checkers(10, 50), Observation::Healthy); // 20%
     }
 
     #[test]

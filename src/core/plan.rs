@@ -203,6 +203,11 @@ pub enum StepSpec {
         target_db_cluster_id: String,
         /// Failover (data loss allowed) or switchover.
         kind: RunKind,
+        /// Lag limit, judged against the lag read immediately before each promotion call; above
+        /// it the step waits for an approval of that figure (failover only). Plans stored
+        /// before this field read the default 5 min.
+        #[serde(with = "super::time::duration_text", default = "default_rpo_budget")]
+        rpo_budget: Duration,
     },
     /// Sets failover sizes on the target's groups.
     ScaleTarget {
@@ -589,6 +594,7 @@ pub fn build_plan(
                 target: target.name.clone(),
                 target_db_cluster_id: target.db_cluster_id.clone(),
                 kind: request.kind,
+                rpo_budget: options.rpo_budget,
             },
         ),
         step(
@@ -654,6 +660,7 @@ impl Plan {
                 target,
                 target_db_cluster_id,
                 kind,
+                ..
             } => vec![promote_operation(
                 *kind,
                 target,
@@ -878,6 +885,10 @@ fn describe_step(spec: &StepSpec) -> Vec<String> {
             ),
         ],
     }
+}
+
+fn default_rpo_budget() -> Duration {
+    PlanOptions::default().rpo_budget
 }
 
 #[cfg(test)]

@@ -71,6 +71,90 @@ pub struct Gate {
     pub step: StepName,
     /// What the operator approves (for example, the data loss).
     pub reason: String,
+    /// The replication lag the gate was raised for, in milliseconds: the figure an approval
+    /// accepts. None when it could not be measured; an approval then accepts any figure.
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
+}
+
+/// What an operator's approval of a gated step accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The largest replication lag (writes lost) accepted, in milliseconds; None when the gate
+    /// could not measure it, which accepts any.
+    pub lag_ms: Option<u64>,
+}
+
+impl Approval {
+    /// Whether this approval covers promoting at `lag_ms` (None: the lag cannot be read now).
+    pub fn covers(&self, lag_ms: Option<u64>) -> bool {
+        match (self.lag_ms, lag_ms) {
+            (None, _) => true,
+            (Some(approved), Some(now)) => now <= approved,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Whether a failover's promotion may be sent now, judged against the replication lag read
+/// immediately before it: within the RPO budget, or covered by the step's approval. Otherwise the
+/// gate to raise, with the figure an approval will accept. `lag` is the reading (None: no recent
+/// datapoint) or why it could not be read.
+pub fn promotion_gate(
+    target: &super::ids::RegionName,
+    lag: Result<Option<std::time::Duration>, String>,
+    budget: std::time::Duration,
+    approval: Option<&Approval>,
+) -> Option<Gate> {
+    use super::time::fmt_duration;
+    let lag_ms = match &lag {
+        Ok(Some(lag)) => Some(lag.as_millis() as u64),
+        _ => None,
+    };
+    if let Ok(Some(lag)) = &lag
+        && *lag <= budget
+    {
+        return None;
+    }
+    if approval.is_some_and(|a| a.covers(lag_ms)) {
+        return None;
+    }
+    let reason = match (&lag, approval.and_then(|a| a.lag_ms)) {
+        (Ok(Some(lag)), Some(approved)) => format!(
+            "replication lag of {target} is now {}, worse than the {} approved (RPO budget {}): promoting may lose up to {} of writes; approve again to accept it",
+            fmt_duration(*lag),
+            fmt_duration(std::time::Duration::from_millis(approved)),
+            fmt_duration(budget),
+            fmt_duration(*lag)
+        ),
+        (Ok(Some(lag)), None) => format!(
+            "replication lag of {target} is {}, over the RPO budget of {}: promoting may lose up to {} of writes",
+            fmt_duration(*lag),
+            fmt_duration(budget),
+            fmt_duration(*lag)
+        ),
+        (Ok(None), _) => format!(
+            "replication lag of {target} has no recent datapoint: the data loss cannot be bounded"
+        ),
+        (Err(err), _) => format!(
+            "replication lag of {target} could not be read ({err}): the data loss cannot be bounded"
+        ),
+    };
+    Some(Gate {
+        step: StepName::PromoteDb,
+        reason,
+        lag_ms,
+    })
+}
+
+/// A promotion call a run sent (or was about to send when it stopped), as its write-ahead
+/// record says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionIntent {
+    /// When.
+    pub at: Timestamp,
+    /// The replication lag read immediately before the call, in milliseconds, if it could be.
+    pub lag_ms: Option<u64>,
 }
 
 /// What a finished step reports.
@@ -135,6 +219,23 @@ pub enum RunEvent {
         step: StepName,
         /// 1 for the first try.
         attempt: u32,
+    },
+    /// A running step stopped to wait for an operator's approval (promote-db, when the lag read
+    /// immediately before the promotion is over the RPO budget and no approval covers it).
+    StepGated {
+        /// Which step.
+        step: StepName,
+        /// What the operator must approve, with the figure.
+        gate: Gate,
+    },
+    /// Write-ahead: promote-db is about to send the promotion call. A run with this event may
+    /// have moved the writer, so it starts the cooldown whatever its end, and the report's RPO
+    /// is this lag.
+    Promoting {
+        /// Which step.
+        step: StepName,
+        /// The replication lag read immediately before the call, in milliseconds.
+        lag_ms: Option<u64>,
     },
     /// Something a step did or saw that a resume or a person should know (a change id).
     StepProgress {
@@ -225,6 +326,9 @@ pub enum StepStatus {
     AwaitingApproval {
         /// What is approved.
         reason: String,
+        /// The lag figure an approval accepts (see `Gate::lag_ms`).
+        #[serde(default)]
+        lag_ms: Option<u64>,
     },
     /// Started and not finished (in flight, or orphaned by a crash).
     Running,
@@ -259,6 +363,9 @@ pub struct StepState {
     pub outcome: Option<StepOutcome>,
     /// Progress notes of every attempt, oldest first (a resumed step reads them).
     pub notes: Vec<String>,
+    /// The latest approval of this step, with the figure it accepted.
+    #[serde(default)]
+    pub approval: Option<Approval>,
 }
 
 impl StepState {
@@ -270,6 +377,7 @@ impl StepState {
             finished_at: None,
             outcome: None,
             notes: Vec::new(),
+            approval: None,
         }
     }
 
@@ -366,6 +474,9 @@ pub struct RunState {
     pub abort_requested: bool,
     /// Outcome, once finished.
     pub outcome: Option<RunOutcome>,
+    /// Every promotion call this run sent or was about to send, oldest first.
+    #[serde(default)]
+    pub promotions: Vec<PromotionIntent>,
     /// Seq of the last applied event.
     pub last_seq: u64,
     /// When the last event happened.
@@ -385,6 +496,7 @@ impl RunState {
             paused: false,
             abort_requested: false,
             outcome: None,
+            promotions: Vec::new(),
             last_seq: 0,
             last_at: None,
             dependencies: plan
@@ -472,6 +584,32 @@ impl RunState {
                 state.attempts = *attempt;
                 state.started_at.get_or_insert(at);
             }
+            RunEvent::StepGated { step, gate } => {
+                if gate.step != *step {
+                    return Err(TransitionError(format!(
+                        "step {step} cannot gate another step ({})",
+                        gate.step
+                    )));
+                }
+                let state = self.step_mut(*step)?;
+                if state.status != StepStatus::Running {
+                    return Err(illegal(*step, &state.status, "wait for approval"));
+                }
+                state.status = StepStatus::AwaitingApproval {
+                    reason: gate.reason.clone(),
+                    lag_ms: gate.lag_ms,
+                };
+            }
+            RunEvent::Promoting { step, lag_ms } => {
+                let state = self.step_mut(*step)?;
+                if state.status != StepStatus::Running {
+                    return Err(illegal(*step, &state.status, "promote"));
+                }
+                self.promotions.push(PromotionIntent {
+                    at,
+                    lag_ms: *lag_ms,
+                });
+            }
             RunEvent::StepProgress { step, note } => {
                 let state = self.step_mut(*step)?;
                 if state.status != StepStatus::Running {
@@ -494,6 +632,7 @@ impl RunState {
                     }
                     gated.status = StepStatus::AwaitingApproval {
                         reason: gate.reason.clone(),
+                        lag_ms: gate.lag_ms,
                     };
                 }
             }
@@ -537,10 +676,16 @@ impl RunState {
             }
             RunEvent::Approved { step, .. } => {
                 let state = self.step_mut(*step)?;
-                if !matches!(state.status, StepStatus::AwaitingApproval { .. }) {
+                let StepStatus::AwaitingApproval { lag_ms, .. } = state.status else {
                     return Err(illegal(*step, &state.status, "be approved"));
-                }
-                state.status = StepStatus::Pending;
+                };
+                // The approval is for the figure the gate showed, no more.
+                state.approval = Some(Approval { lag_ms });
+                state.status = if state.attempts > 0 {
+                    StepStatus::Interrupted
+                } else {
+                    StepStatus::Pending
+                };
             }
             RunEvent::Paused { .. } => {
                 self.paused = true;
@@ -619,7 +764,7 @@ impl RunState {
             }
         }
         for (step, state) in &self.steps {
-            if let StepStatus::AwaitingApproval { reason } = &state.status
+            if let StepStatus::AwaitingApproval { reason, .. } = &state.status
                 && !self.steps.values().any(|s| s.status == StepStatus::Running)
             {
                 return RunStatus::AwaitingApproval {
@@ -861,6 +1006,7 @@ mod tests {
                 gates: vec![Gate {
                     step: StepName::PromoteDb,
                     reason: "lag 7m over budget".into(),
+                    lag_ms: Some(420_000),
                 }],
                 ..StepOutcome::default()
             },
@@ -887,6 +1033,97 @@ mod tests {
         assert_eq!(
             log.state.next(&none),
             Next::Start(vec![StepName::PromoteDb])
+        );
+    }
+
+    #[test]
+    fn a_running_promotion_can_gate_itself_and_an_approval_accepts_its_figure() {
+        let mut log = Log::new();
+        log.ok(started(StepName::Preflight, 1));
+        log.ok(succeeded(StepName::Preflight));
+        log.ok(started(StepName::PromoteDb, 1));
+        // Only a running step gates itself, and only itself.
+        assert!(
+            log.push(RunEvent::StepGated {
+                step: StepName::PromoteDb,
+                gate: Gate {
+                    step: StepName::Verify,
+                    reason: "x".into(),
+                    lag_ms: None,
+                },
+            })
+            .is_err()
+        );
+        log.ok(RunEvent::StepGated {
+            step: StepName::PromoteDb,
+            gate: Gate {
+                step: StepName::PromoteDb,
+                reason: "lag 7m over budget".into(),
+                lag_ms: Some(420_000),
+            },
+        });
+        assert!(matches!(
+            log.state.status(),
+            RunStatus::AwaitingApproval {
+                step: StepName::PromoteDb,
+                ..
+            }
+        ));
+        assert!(log.push(started(StepName::PromoteDb, 2)).is_err());
+        log.ok(RunEvent::Approved {
+            step: StepName::PromoteDb,
+            reason: "accept".into(),
+        });
+        let promote = &log.state.steps[&StepName::PromoteDb];
+        assert_eq!(
+            promote.approval,
+            Some(Approval {
+                lag_ms: Some(420_000)
+            })
+        );
+        assert_eq!(
+            log.state.next(&BTreeSet::new()),
+            Next::Start(vec![StepName::PromoteDb, StepName::ScaleTarget])
+        );
+        log.ok(started(StepName::PromoteDb, 2));
+        log.ok(RunEvent::Promoting {
+            step: StepName::PromoteDb,
+            lag_ms: Some(400_000),
+        });
+        assert_eq!(log.state.promotions.len(), 1);
+        assert_eq!(log.state.promotions[0].lag_ms, Some(400_000));
+    }
+
+    #[test]
+    fn the_promotion_gate_judges_the_last_reading_against_budget_and_approval() {
+        let target = super::super::ids::RegionName::new("west");
+        let budget = std::time::Duration::from_secs(300);
+        let secs = |s: u64| Ok(Some(std::time::Duration::from_secs(s)));
+        assert_eq!(promotion_gate(&target, secs(2), budget, None), None);
+        assert_eq!(promotion_gate(&target, secs(300), budget, None), None);
+        let gate = promotion_gate(&target, secs(420), budget, None).expect("over budget");
+        assert_eq!(gate.lag_ms, Some(420_000));
+        let approved = Approval {
+            lag_ms: Some(420_000),
+        };
+        assert_eq!(
+            promotion_gate(&target, secs(400), budget, Some(&approved)),
+            None
+        );
+        let worse = promotion_gate(&target, secs(480), budget, Some(&approved)).expect("worse");
+        assert_eq!(worse.lag_ms, Some(480_000));
+        assert!(
+            worse.reason.contains("worse than the 7m00s approved"),
+            "{}",
+            worse.reason
+        );
+        let unread = promotion_gate(&target, Err("throttled".into()), budget, Some(&approved));
+        assert!(unread.is_some_and(|g| g.lag_ms.is_none()));
+        assert!(promotion_gate(&target, Ok(None), budget, None).is_some());
+        let blind = Approval { lag_ms: None };
+        assert_eq!(
+            promotion_gate(&target, secs(9999), budget, Some(&blind)),
+            None
         );
     }
 

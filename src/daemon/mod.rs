@@ -10,11 +10,11 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::decision::{Automation, Decision, Hold, Policy, RegionView, Situation, decide};
-use crate::core::detect::{DetectPolicy, RegionTracker, Signals};
+use crate::core::detect::{DetectPolicy, RegionTracker, Signal, Signals};
 use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
-use crate::core::ids::{Actor, RegionName, RunId, StepName};
+use crate::core::ids::{Actor, RegionName, RunId};
 use crate::core::plan::{GroupTarget, PlanRequest, RunKind};
-use crate::core::run::{RunEvent, RunStatus, StepStatus, Trigger};
+use crate::core::run::{RunEvent, RunStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::core::topology::Region;
 use crate::engine::{Engine, EngineError, ExecOutcome, NewRun, steps};
@@ -284,9 +284,18 @@ impl Daemon {
         F: Future<Output = T>,
     {
         let clock = self.clock();
+        // The limit must pass on the daemon's clock and in real time both: a simulator whose
+        // clock runs faster than real time must not turn a call that waits for its state file
+        // into an Unknown (an Unknown round restarts the failure window).
+        let limit = async {
+            tokio::join!(
+                clock.sleep(self.settings.call_timeout),
+                tokio::time::sleep(self.settings.call_timeout)
+            )
+        };
         tokio::select! {
             value = call => Some(value),
-            _ = clock.sleep(self.settings.call_timeout) => None,
+            _ = limit => None,
         }
     }
 
@@ -353,10 +362,8 @@ impl Daemon {
             .iter()
             .any(|(_, probe, _)| matches!(probe, ProbeResult::Status { .. }));
         for (region, (route53, probe, lag)) in regions.iter().zip(observed) {
-            let signals = Signals {
-                route53,
-                probe: classify_probe(&probe, peer_answered),
-            };
+            let signals = Signals::of(route53, classify_probe(&probe, peer_answered));
+            self.engine.progress.observed(now, &region.name, &signals);
             if let Some(tracker) = self.trackers.get_mut(&region.name) {
                 tracker.observe(signals, now, &self.settings.detect);
             }
@@ -375,6 +382,16 @@ impl Daemon {
         let store = self.engine.store.clone();
         let active_run = store.active_run()?;
         let automation = store.automation()?;
+        if automation.paused
+            && let Some(handle) = self.scaler.take()
+        {
+            // Paused means no automatic change of any kind: a pre-warm or scale-back in flight
+            // stops here (its calls also check the pause right before they go out).
+            if !handle.is_finished() {
+                handle.abort();
+                tracing::info!("automation paused: the pre-warm or scale-back in flight stopped");
+            }
+        }
         if active_run.is_none() && !self.executor_running() && self.executor.is_some() {
             // The run finished: whatever was pre-warmed is now the run's business.
             self.executor = None;
@@ -456,27 +473,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// When the latest run issued (or was about to issue) a promotion: any run, automatic or
+    /// manual, failover or switchover, however it ended. Its write-ahead `Promoting` event says
+    /// so even when the run was aborted or stopped right after the call.
     fn last_failover_at(&self) -> Result<Option<Timestamp>, DaemonError> {
         let store = &self.engine.store;
+        let mut latest: Option<Timestamp> = None;
         for header in store.list_runs(20)? {
-            if header.kind != RunKind::Failover || header.dry_run {
+            if header.dry_run {
                 continue;
             }
             let Some(stored) = store.load_run(&header.id)? else {
                 continue;
             };
-            let promoted = stored
-                .state()?
-                .steps
-                .get(&StepName::PromoteDb)
-                .is_some_and(|s| {
-                    s.status == StepStatus::Succeeded || s.status == StepStatus::Running
-                });
-            if promoted {
-                return Ok(Some(header.created_at));
+            if let Some(promotion) = stored.state()?.promotions.last() {
+                latest = latest.max(Some(promotion.at));
             }
         }
-        Ok(None)
+        Ok(latest)
     }
 
     fn act(&mut self, decision: &Decision, now: Timestamp) -> Result<(), DaemonError> {
@@ -611,8 +625,8 @@ impl Daemon {
                         region: r.name.clone(),
                         state: tracker.health.label().to_string(),
                         since,
-                        route53: tracker.last.map(|s| s.route53),
-                        probe: tracker.last.map(|s| s.probe),
+                        route53: tracker.last.as_ref().map(|s| s.get(Signal::Route53)),
+                        probe: tracker.last.as_ref().map(|s| s.get(Signal::Probe)),
                         lag_seconds: lag.map(|l| l.as_secs_f64()),
                         lag_alert: lag.is_some_and(|l| l > self.settings.lag_alert),
                     }

@@ -12,6 +12,7 @@ pub mod scenario;
 use crate::clock::{Clock, VirtualClock};
 use crate::config::Config;
 use crate::core::decision::Decision;
+use crate::core::detect::Signals;
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
 use crate::core::plan::{Operation, PlanRequest, RunKind};
 use crate::core::run::{EventRecord, RunEvent, Trigger};
@@ -65,6 +66,33 @@ struct Recorder {
     entries: Mutex<Vec<TimelineEntry>>,
     last_wait: Mutex<std::collections::BTreeMap<StepName, (String, Timestamp)>>,
     decisions: Mutex<Vec<(Timestamp, Decision)>>,
+    observations: Mutex<Vec<Observed>>,
+}
+
+/// One round of the daemon's signals about one region, as it observed them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// When.
+    pub at: Timestamp,
+    /// The region.
+    pub region: RegionName,
+    /// What each signal said.
+    pub signals: Signals,
+}
+
+/// Everything a drill leaves behind besides its report, for tests that hold the drill to its
+/// rules: the final simulated world (with every mutating call), every run's log, the daemon's
+/// observations and decisions.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    /// The simulated world at the end.
+    pub world: World,
+    /// Every run, oldest first.
+    pub runs: Vec<crate::store::StoredRun>,
+    /// Every round the daemon observed.
+    pub observations: Vec<Observed>,
+    /// The daemon's decisions, each time it changed.
+    pub decisions: Vec<(Timestamp, Decision)>,
 }
 
 impl Recorder {
@@ -91,6 +119,16 @@ impl Progress for Recorder {
                 format!("{step} started (attempt {attempt})")
             }
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
+            RunEvent::StepGated { step, gate } => {
+                format!("{step} waits for approval: {}", gate.reason)
+            }
+            RunEvent::Promoting { step, lag_ms } => match lag_ms {
+                Some(ms) => format!(
+                    "{step}: sending the promotion; replication lag read just before: {}",
+                    fmt_duration(Duration::from_millis(*ms))
+                ),
+                None => format!("{step}: sending the promotion (replication lag not measured)"),
+            },
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step} done: {}", outcome.summary)
             }
@@ -140,6 +178,17 @@ impl Progress for Recorder {
             .push((at, decision.clone()));
         self.push(at, format!("daemon: {decision}"));
     }
+
+    fn observed(&self, at: Timestamp, region: &RegionName, signals: &Signals) {
+        self.observations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Observed {
+                at,
+                region: region.clone(),
+                signals: signals.clone(),
+            });
+    }
 }
 
 /// A drill that could not run.
@@ -180,6 +229,15 @@ pub async fn run(
     scenario: &Scenario,
     options: &DrillOptions,
 ) -> Result<DrillReport, DrillError> {
+    Ok(run_with_evidence(config, scenario, options).await?.0)
+}
+
+/// Runs `scenario` like `run`, and also returns what the drill left behind.
+pub async fn run_with_evidence(
+    config: &Config,
+    scenario: &Scenario,
+    options: &DrillOptions,
+) -> Result<(DrillReport, Evidence), DrillError> {
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::starting_at(DRILL_START));
     let seed = options.seed.or(scenario.seed).unwrap_or(config.sim.seed);
     let world = World::new(&config.topology, seed, DRILL_START);
@@ -200,6 +258,7 @@ pub async fn run(
         entries: Mutex::new(Vec::new()),
         last_wait: Mutex::new(Default::default()),
         decisions: Mutex::new(Vec::new()),
+        observations: Mutex::new(Vec::new()),
     });
     let engine = Engine {
         store,
@@ -391,15 +450,23 @@ impl Drill {
     }
 
     /// The run an operator command means: the unfinished one (which the daemon may have
-    /// started), else the last one the drill started.
-    fn current_run(&self) -> Result<RunId, DrillError> {
+    /// started), else the last one the drill started. With none, the command is refused in the
+    /// timeline, as `dr` refuses it.
+    fn current_run(&self, now: Timestamp) -> Option<RunId> {
         if let Ok(Some(run)) = self.engine.store.active_run() {
-            return Ok(run);
+            return Some(run);
         }
-        self.runs
-            .last()
-            .cloned()
-            .ok_or_else(|| self.event_error("no run has been started".into()))
+        if let Ok(headers) = self.engine.store.list_runs(1)
+            && let Some(last) = headers.into_iter().next()
+        {
+            return Some(last.id);
+        }
+        let last = self.runs.last().cloned();
+        if last.is_none() {
+            self.recorder
+                .push(now, "refused: no run has been started".into());
+        }
+        last
     }
 
     async fn command(&mut self, command: &OperatorCommand) -> Result<(), DrillError> {
@@ -448,7 +515,9 @@ impl Drill {
                 }
             }
             OperatorCommand::Approve { step } => {
-                let run = self.current_run()?;
+                let Some(run) = self.current_run(now) else {
+                    return Ok(());
+                };
                 let step = step.as_deref().and_then(StepName::parse);
                 self.recorder.push(now, "operator: dr approve".into());
                 match control::approve(store.as_ref(), &run, step, &actor, "approved in drill", now)
@@ -463,7 +532,9 @@ impl Drill {
                 }
             }
             OperatorCommand::Skip { step, reason } => {
-                let run = self.current_run()?;
+                let Some(run) = self.current_run(now) else {
+                    return Ok(());
+                };
                 let step = StepName::parse(step)
                     .ok_or_else(|| self.event_error(format!("`{step}` is not a step")))?;
                 self.recorder.push(now, format!("operator: dr skip {step}"));
@@ -505,7 +576,9 @@ impl Drill {
                 }
             }
             OperatorCommand::Resume => {
-                let run = self.current_run()?;
+                let Some(run) = self.current_run(now) else {
+                    return Ok(());
+                };
                 self.recorder.push(now, "operator: dr resume".into());
                 if let Some(handle) = self.executor.take() {
                     // Let a pausing executor finish its checkpoint first.
@@ -517,7 +590,9 @@ impl Drill {
                 }
             }
             OperatorCommand::Abort => {
-                let run = self.current_run()?;
+                let Some(run) = self.current_run(now) else {
+                    return Ok(());
+                };
                 self.recorder.push(now, "operator: dr abort".into());
                 let running = self.executor_running();
                 if let Err(err) = control::abort(
@@ -535,7 +610,7 @@ impl Drill {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<DrillReport, DrillError> {
+    async fn finish(mut self) -> Result<(DrillReport, Evidence), DrillError> {
         let unfinished_run = self.engine.store.active_run().ok().flatten().is_some();
         if let Some((handle, token)) = self.daemon.take() {
             token.cancel();
@@ -572,7 +647,7 @@ impl Drill {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        Ok(report::build(report::Inputs {
+        let report = report::build(report::Inputs {
             scenario: &self.scenario,
             config: &self.config,
             serial: self.options.serial,
@@ -582,8 +657,24 @@ impl Drill {
             unfinished,
             outage_started_at: self.outage_started_at,
             timeline: entries,
-            decisions,
-        }))
+            decisions: decisions.clone(),
+        });
+        let observations = std::mem::take(
+            &mut *self
+                .recorder
+                .observations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        Ok((
+            report,
+            Evidence {
+                world,
+                runs,
+                observations,
+                decisions,
+            },
+        ))
     }
 }
 

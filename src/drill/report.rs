@@ -4,8 +4,9 @@
 
 use super::{DRILL_START, TimelineEntry};
 use crate::config::Config;
-use crate::core::decision::{Decision, Hold};
+use crate::core::decision::Decision;
 use crate::core::ids::StepName;
+use crate::core::plan::RunKind;
 use crate::core::run::{RunStatus, StepStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::drill::scenario::Scenario;
@@ -128,7 +129,8 @@ pub struct DrillReport {
     pub rto_seconds: Option<f64>,
     /// The (last) run's start to its verification.
     pub run_seconds: Option<f64>,
-    /// Replication lag at promotion: the writes lost.
+    /// Replication lag read immediately before the promotion call: the writes lost. None when
+    /// unknown (nothing measured it), never a made-up zero.
     pub rpo_seconds: Option<f64>,
     /// RTO target (15 min).
     pub rto_target_seconds: f64,
@@ -177,15 +179,28 @@ fn secs(at: Timestamp) -> f64 {
     at.since(DRILL_START).as_millis() as f64 / 1000.0
 }
 
-/// The writes a run's promotion lost: the replication lag when it was promoted.
-fn data_loss_seconds(run: &StoredRun) -> Option<f64> {
-    let state = run.state().ok()?;
-    let outcome = state.steps.get(&StepName::PromoteDb)?.outcome.clone()?;
-    match outcome.facts.get("lag_at_promotion_ms") {
-        Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
-        // A switchover loses nothing, and neither does a promotion that found the target
-        // already the writer.
-        None => Some(0.0),
+/// The writes the recovery lost: the replication lag read immediately before the promotion call
+/// that moved the writer, from the write-ahead `Promoting` record of `recovery` or, when it found
+/// the target already the writer, of the latest earlier run toward the same target (one aborted
+/// after AWS had accepted its promotion, say). A switchover with no such record loses nothing.
+/// None means unknown, never zero: no promotion was recorded, or its lag could not be read.
+fn data_loss_seconds(runs: &[StoredRun], recovery: &StoredRun) -> Option<f64> {
+    let target = &recovery.header.plan.request.to;
+    let promotion = runs
+        .iter()
+        .filter(|r| r.header.created_at <= recovery.header.created_at)
+        .filter(|r| &r.header.plan.request.to == target && !r.header.dry_run)
+        .filter_map(|r| {
+            let state = r.state().ok()?;
+            let last = state.promotions.last()?.clone();
+            Some((r.header.kind, last))
+        })
+        .max_by_key(|(_, p)| p.at);
+    match promotion {
+        Some((RunKind::Switchover, _)) => Some(0.0),
+        Some((RunKind::Failover, p)) => p.lag_ms.map(|ms| ms as f64 / 1000.0),
+        None if recovery.header.kind == RunKind::Switchover => Some(0.0),
+        None => None,
     }
 }
 
@@ -245,7 +260,9 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
             .find(|r| verified(r).is_some())
     });
     let recovered_at = recovery.and_then(verified);
-    let rpo = recovery.or(run).and_then(data_loss_seconds);
+    let rpo = recovery
+        .or(run)
+        .and_then(|r| data_loss_seconds(input.runs, r));
     let rto = match (input.outage_started_at, recovered_at) {
         (Some(start), Some(end)) => Some(end.since(start).as_millis() as f64 / 1000.0),
         _ => None,
@@ -264,12 +281,7 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
         .and_then(|r| Some(verified(r)?.since(r.header.created_at).as_millis() as f64 / 1000.0));
     let mut alerts: Vec<String> = Vec::new();
     for (_, decision) in &input.decisions {
-        if let Decision::Nothing(
-            Hold::NoHealthyTarget { .. }
-            | Hold::FailedRegionNotWriter { .. }
-            | Hold::CannotConfirm { .. },
-        ) = decision
-        {
+        if decision.alert().is_some() {
             let text = decision.to_string();
             if !alerts.contains(&text) {
                 alerts.push(text);
@@ -302,7 +314,7 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
                     summary: match &step.status {
                         StepStatus::Failed { error } => error.clone(),
                         StepStatus::Skipped { reason } => reason.clone(),
-                        StepStatus::AwaitingApproval { reason } => reason.clone(),
+                        StepStatus::AwaitingApproval { reason, .. } => reason.clone(),
                         _ => step
                             .outcome
                             .as_ref()
@@ -356,7 +368,7 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
     if let Some(max) = expect.max_rto {
         let actual = rto
             .map(|s| fmt_duration(Duration::from_secs_f64(s)))
-            .unwrap_or_else(|| "not measured".into());
+            .unwrap_or_else(|| "unknown".into());
         check(
             "rto",
             format!("<= {}", fmt_duration(max)),
@@ -367,7 +379,7 @@ pub(super) fn build(input: Inputs<'_>) -> DrillReport {
     if let Some(max) = expect.max_rpo {
         let actual = rpo
             .map(|s| fmt_duration(Duration::from_secs_f64(s)))
-            .unwrap_or_else(|| "not measured".into());
+            .unwrap_or_else(|| "unknown".into());
         check(
             "rpo",
             format!("<= {}", fmt_duration(max)),
@@ -517,8 +529,14 @@ impl DrillReport {
                     verdict(self.rpo_met)
                 );
             }
+            None if self.run_id.is_some() => {
+                let _ = writeln!(
+                    out,
+                    "RPO unknown: no replication lag was read before a promotion (never 0 unless measured)"
+                );
+            }
             None => {
-                let _ = writeln!(out, "RPO not measured (no promotion)");
+                let _ = writeln!(out, "RPO not measured (no run)");
             }
         }
         if let (Some(trip), Some(took)) = (self.tripped_at, self.trip_to_verified_seconds) {

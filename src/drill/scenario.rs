@@ -298,6 +298,12 @@ pub const FAULTABLE: &[&str] = &[
     "GetMetricData",
 ];
 
+/// The longest simulated time a drill runs: a day, so that a daemon drill ends in seconds.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The most events a scenario may have.
+pub const MAX_EVENTS: usize = 10_000;
+
 /// Reads a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
@@ -321,8 +327,31 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             err.message().trim().to_string(),
         )
     })?;
+    let duration_at = text.find("duration").unwrap_or(0);
     if raw.duration.is_zero() {
-        return Err(invalid(0, "duration must be longer than zero".into()));
+        return Err(invalid(
+            duration_at,
+            "duration must be longer than zero".into(),
+        ));
+    }
+    if raw.duration > MAX_DURATION {
+        return Err(invalid(
+            duration_at,
+            format!(
+                "duration {} is longer than a drill may run ({}); split the scenario into shorter ones",
+                crate::core::time::fmt_duration(raw.duration),
+                crate::core::time::fmt_duration(MAX_DURATION)
+            ),
+        ));
+    }
+    if raw.event.len() > MAX_EVENTS {
+        return Err(invalid(
+            raw.event[MAX_EVENTS].span().start,
+            format!(
+                "the scenario has {} events; a drill takes at most {MAX_EVENTS}",
+                raw.event.len()
+            ),
+        ));
     }
     let mut events = Vec::new();
     for spanned in &raw.event {
@@ -520,5 +549,20 @@ max_rto = "15m"
         );
         let err = check("name = \"x\"\nduration = \"5m\"\nsurprise = 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn a_drill_that_would_run_for_days_or_forever_is_refused() {
+        let err = check("name = \"x\"\ndaemon = true\nduration = \"99999h\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("longer than a drill may run"), "{text}");
+        check("name = \"x\"\nduration = \"24h\"\n").expect("a day is allowed");
+        let mut many = String::from("name = \"x\"\nduration = \"1h\"\n");
+        for _ in 0..=MAX_EVENTS {
+            many.push_str("[[event]]\nat = \"1m\"\nisolate = false\n");
+        }
+        let err = check(&many).unwrap_err().to_string();
+        assert!(err.contains("at most 10000"), "{err}");
     }
 }

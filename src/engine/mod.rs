@@ -14,7 +14,8 @@ use crate::clock::Clock;
 use crate::core::ids::{Actor, RunId, StepName};
 use crate::core::plan::{Operation, PlanError, PlanOptions, PlanRequest, PlannedStep, build_plan};
 use crate::core::run::{
-    EventRecord, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus, StepStatus, Trigger,
+    Approval, EventRecord, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus,
+    StepStatus, Trigger,
 };
 use crate::core::time::Timestamp;
 use crate::core::topology::Topology;
@@ -22,6 +23,7 @@ use crate::provider::{ProviderError, Providers};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::{Mutation, StepResult};
@@ -54,6 +56,14 @@ pub trait Progress: Send + Sync {
     fn retrying(&self, _step: StepName, _at: Timestamp, _error: &ProviderError, _after: Duration) {}
     /// The daemon decided (called when the decision changes).
     fn decided(&self, _at: Timestamp, _decision: &crate::core::decision::Decision) {}
+    /// The daemon observed one region's signals in a round.
+    fn observed(
+        &self,
+        _at: Timestamp,
+        _region: &crate::core::ids::RegionName,
+        _signals: &crate::core::detect::Signals,
+    ) {
+    }
 }
 
 /// Reports nothing.
@@ -145,10 +155,42 @@ pub struct StepCtx {
     pub earlier_notes: Vec<String>,
     /// repoint-dns ended degraded, so verify does not insist on the records.
     pub dns_degraded: bool,
+    /// The operator's approval of this step, with the figure it accepted.
+    pub approval: Option<Approval>,
     store: Arc<dyn Store>,
     progress: Arc<dyn Progress>,
     waiting_for: Mutex<String>,
+    guard: Guard,
+    failures: AtomicU32,
 }
+
+/// What must hold, read from the store right before every mutating call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    /// A step of a run: the run is neither paused nor being aborted.
+    Run,
+    /// The daemon's pre-warm or scale-back: automation is not paused.
+    Automation,
+}
+
+/// The wait before repeating a call that failed `failures` times in a row: `base` doubled per
+/// failure up to `MAX_RETRY_DELAY` (or `base`, when larger), less up to a quarter of jitter
+/// drawn from `salt`, so that retries spread out and a call failing for ever is repeated a few
+/// times a minute at most, never in a tight loop.
+pub fn retry_delay(base: Duration, failures: u32, salt: &str) -> Duration {
+    let cap = MAX_RETRY_DELAY.max(base);
+    let doubled = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let delay = doubled.min(cap);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in salt.bytes().chain(failures.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let jitter = delay.mul_f64((hash % 1000) as f64 / 4000.0);
+    delay - jitter
+}
+
+/// The longest wait between repeats of a failing call.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 impl StepCtx {
     /// Reads, retrying transient errors with backoff until the step's limit; permanent errors
@@ -158,17 +200,18 @@ impl StepCtx {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let mut backoff = Duration::from_secs(1);
+        let mut failures = 0;
         loop {
             match call().await {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_transient() => {
+                    failures += 1;
+                    let backoff = retry_delay(Duration::from_secs(1), failures, &self.salt());
                     tracing::info!(run = %self.run, step = %self.step, error = %err, "transient error; retrying");
                     self.set_waiting(&format!("a retry after: {err}"));
                     self.progress
                         .retrying(self.step, self.clock.now(), &err, backoff);
                     self.clock.sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
                 Err(err) => return Err(err),
             }
@@ -181,16 +224,15 @@ impl StepCtx {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let mut backoff = Duration::from_secs(1);
         let mut attempt = 1;
         loop {
             match call().await {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_transient() && attempt < 3 => {
+                    let backoff = retry_delay(Duration::from_secs(1), attempt, &self.salt());
                     self.progress
                         .retrying(self.step, self.clock.now(), &err, backoff);
                     self.clock.sleep(backoff).await;
-                    backoff *= 2;
                     attempt += 1;
                 }
                 Err(err) => return Err(err),
@@ -198,29 +240,84 @@ impl StepCtx {
         }
     }
 
-    /// Makes one mutating call (or prints it in a dry run). A transient failure waits a poll
-    /// interval and returns `Retry`, so the caller observes before calling again.
+    /// Makes one mutating call (or prints it in a dry run). Right before it, the store is read
+    /// again: while the run is paused or being aborted (or, outside a run, automation is
+    /// paused) no call is made; the step waits a poll interval and gets `Retry`, so it observes
+    /// again (its executor interrupts it meanwhile). A transient failure waits with a growing,
+    /// jittered backoff (`retry_delay`, from a poll interval) and returns `Retry` too.
     pub async fn mutate<T, F, Fut>(&self, operation: &Operation, call: F) -> Mutation<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        self.progress
-            .calling(self.step, self.clock.now(), operation, self.dry_run);
         if self.dry_run {
+            self.progress
+                .calling(self.step, self.clock.now(), operation, true);
             return Mutation::DryRun;
         }
+        if let Some(why) = self.blocked() {
+            self.wait(&format!("permission to act ({why})")).await;
+            return Mutation::Retry;
+        }
+        self.progress
+            .calling(self.step, self.clock.now(), operation, false);
         match call().await {
-            Ok(value) => Mutation::Done(value),
+            Ok(value) => {
+                self.failures.store(0, Ordering::Relaxed);
+                Mutation::Done(value)
+            }
             Err(err) if err.is_transient() => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let backoff = retry_delay(self.poll_interval, failures, &self.salt());
                 self.progress
-                    .retrying(self.step, self.clock.now(), &err, self.poll_interval);
+                    .retrying(self.step, self.clock.now(), &err, backoff);
                 self.set_waiting(&format!("a retry after: {err}"));
-                self.clock.sleep(self.poll_interval).await;
+                self.clock.sleep(backoff).await;
                 Mutation::Retry
             }
             Err(err) => Mutation::Failed(err),
         }
+    }
+
+    /// Why no mutating call may be made now, read from the store: the run is paused or being
+    /// aborted (outside a run: automation is paused), or the store cannot say. None: it may.
+    /// Synchronous, so that nothing changes between this check and the call that follows it.
+    pub fn blocked(&self) -> Option<String> {
+        if self.dry_run {
+            return None;
+        }
+        match self.guard {
+            Guard::Run => match self.store.load_run(&self.run) {
+                Ok(Some(stored)) => match stored.state() {
+                    Ok(state) if state.abort_requested => Some("the run is being aborted".into()),
+                    Ok(state) if state.paused => Some("the run is paused".into()),
+                    Ok(_) => None,
+                    Err(err) => Some(format!("the run's log cannot be read: {err}")),
+                },
+                Ok(None) => Some(format!("run {} is not in the store", self.run)),
+                Err(err) => Some(format!("the store cannot be read: {err}")),
+            },
+            Guard::Automation => match self.store.automation() {
+                Ok(automation) if automation.paused => Some("automation is paused".into()),
+                Ok(_) => None,
+                Err(err) => Some(format!("the store cannot be read: {err}")),
+            },
+        }
+    }
+
+    /// Appends `event` to the run's log durably, before the call it announces; an error means
+    /// the call must not be made.
+    pub fn checkpoint(&self, event: RunEvent) -> Result<(), String> {
+        let record = self
+            .store
+            .append(&self.run, self.clock.now(), &Actor::engine(), event)
+            .map_err(|e| format!("could not checkpoint before the call, so none was made: {e}"))?;
+        self.progress.event(&self.run, &record);
+        Ok(())
+    }
+
+    fn salt(&self) -> String {
+        format!("{}/{}", self.run, self.step)
     }
 
     /// Waits one poll interval for `what`.
@@ -404,6 +501,7 @@ impl Engine {
                             step,
                             reason: cancel_reason.clone(),
                         },
+                        StepResult::Gated(gate) => RunEvent::StepGated { step, gate },
                     };
                     match self.append(run, event) {
                         Ok(_) | Err(StoreError::Refused(_)) => {}
@@ -429,9 +527,12 @@ impl Engine {
             probe_timeout: self.settings.probe_timeout,
             earlier_notes: Vec::new(),
             dns_degraded: false,
+            approval: None,
             store: self.store.clone(),
             progress: Arc::new(Silent),
             waiting_for: Mutex::new(String::new()),
+            guard: Guard::Automation,
+            failures: AtomicU32::new(0),
         }
     }
 
@@ -463,9 +564,12 @@ impl Engine {
                 .map(|s| s.notes.clone())
                 .unwrap_or_default(),
             dns_degraded,
+            approval: state.steps.get(&step).and_then(|s| s.approval.clone()),
             store: self.store.clone(),
             progress: self.progress.clone(),
             waiting_for: Mutex::new(String::new()),
+            guard: Guard::Run,
+            failures: AtomicU32::new(0),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::core::plan::{
     GroupTarget, Operation, RunKind, StepSpec, client_request_token, promote_operation,
     record_changes,
 };
-use crate::core::run::{Gate, StepOutcome};
+use crate::core::run::{Gate, RunEvent, StepOutcome, promotion_gate};
 use crate::core::time::fmt_duration;
 use crate::core::topology::LatencyRecord;
 use crate::provider::{ChangeStatus, ProviderError};
@@ -29,6 +29,23 @@ pub enum StepResult {
     Failed(String),
     /// Stopped by a pause, an abort or a shutdown.
     Interrupted(String),
+    /// Stopped to wait for an operator's approval of this figure.
+    Gated(Gate),
+}
+
+/// Why a step attempt stopped short of its goal.
+#[derive(Clone, Debug, PartialEq)]
+enum Stop {
+    /// It could not reach it; the error says why and what to do.
+    Failed(String),
+    /// It needs an operator's approval first.
+    Gated(Gate),
+}
+
+impl From<String> for Stop {
+    fn from(error: String) -> Stop {
+        Stop::Failed(error)
+    }
 }
 
 /// Runs the step for `spec`.
@@ -40,7 +57,21 @@ pub async fn execute(ctx: &StepCtx, spec: &StepSpec) -> StepResult {
             target,
             target_db_cluster_id,
             kind,
-        } => promote_db(ctx, global_cluster_id, target, target_db_cluster_id, *kind).await,
+            rpo_budget,
+        } => {
+            let promotion = Promotion {
+                global_cluster_id,
+                target,
+                target_db_cluster_id,
+                kind: *kind,
+                rpo_budget: *rpo_budget,
+            };
+            return match promote_db(ctx, &promotion).await {
+                Ok(outcome) => StepResult::Succeeded(outcome),
+                Err(Stop::Failed(error)) => StepResult::Failed(error),
+                Err(Stop::Gated(gate)) => StepResult::Gated(gate),
+            };
+        }
         StepSpec::ScaleTarget {
             target,
             eks_cluster,
@@ -197,41 +228,25 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
         RunKind::Failover => {
             let lag = ctx
                 .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
-                .await;
-            let gate_reason = match lag {
-                Ok(Some(lag)) => {
-                    facts.insert("lag_ms".to_string(), lag.as_millis().to_string());
-                    if lag > *rpo_budget {
-                        Some(format!(
-                            "replication lag of {target} is {}, over the RPO budget of {}: promoting may lose up to {} of writes",
-                            fmt_duration(lag),
-                            fmt_duration(*rpo_budget),
-                            fmt_duration(lag)
-                        ))
-                    } else {
+                .await
+                .map_err(|e| e.to_string());
+            if let Ok(Some(lag)) = &lag {
+                facts.insert("lag_ms".to_string(), lag.as_millis().to_string());
+            }
+            match promotion_gate(target, lag.clone(), *rpo_budget, None) {
+                Some(gate) if ctx.dry_run => passed.push(format!(
+                    "a real run would wait for approval: {}",
+                    gate.reason
+                )),
+                Some(gate) => gates.push(gate),
+                None => {
+                    if let Ok(Some(lag)) = lag {
                         passed.push(format!(
                             "replication lag {} is within the RPO budget of {}",
                             fmt_duration(lag),
                             fmt_duration(*rpo_budget)
                         ));
-                        None
                     }
-                }
-                Ok(None) => Some(format!(
-                    "replication lag of {target} has no recent datapoint: the data loss cannot be bounded"
-                )),
-                Err(err) => Some(format!(
-                    "replication lag of {target} could not be read ({err}): the data loss cannot be bounded"
-                )),
-            };
-            if let Some(reason) = gate_reason {
-                if ctx.dry_run {
-                    passed.push(format!("a real run would wait for approval: {reason}"));
-                } else {
-                    gates.push(Gate {
-                        step: StepName::PromoteDb,
-                        reason,
-                    });
                 }
             }
         }
@@ -265,13 +280,23 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
     })
 }
 
-async fn promote_db(
-    ctx: &StepCtx,
-    global_cluster_id: &str,
-    target: &RegionName,
-    target_db_cluster_id: &str,
+/// What promote-db moves, from its spec.
+struct Promotion<'a> {
+    global_cluster_id: &'a str,
+    target: &'a RegionName,
+    target_db_cluster_id: &'a str,
     kind: RunKind,
-) -> Result<StepOutcome, String> {
+    rpo_budget: Duration,
+}
+
+async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutcome, Stop> {
+    let Promotion {
+        global_cluster_id,
+        target,
+        target_db_cluster_id,
+        kind,
+        rpo_budget,
+    } = *promotion;
     let p = &ctx.providers;
     let mut requested = false;
     // A refused request is looked at once more: the refusal may be for a promotion toward the
@@ -288,7 +313,7 @@ async fn promote_db(
             .map_err(|e| e.to_string())?;
         let member = cluster
             .member_in(target)
-            .ok_or_else(|| format!("{global_cluster_id} has no member in {target}"))?;
+            .ok_or_else(|| Stop::from(format!("{global_cluster_id} has no member in {target}")))?;
         match &cluster.failover_state {
             None if member.is_writer => {
                 let summary = if requested {
@@ -317,7 +342,7 @@ async fn promote_db(
                 .await;
             }
             Some(state) => {
-                return Err(format!(
+                return Err(Stop::Failed(format!(
                     "a {} toward {} is already in flight on {global_cluster_id}; let it finish, then `dr resume`",
                     state.status,
                     state
@@ -325,23 +350,35 @@ async fn promote_db(
                         .as_ref()
                         .map(|r| r.to_string())
                         .unwrap_or_else(|| "another region".into())
-                ));
+                )));
             }
             None if requested => {
                 ctx.wait("FailoverState to appear after the request").await;
             }
             None => {
                 if let Some(refusal) = refusal.take() {
-                    return Err(format!(
+                    return Err(Stop::Failed(format!(
                         "{refusal}; no promotion toward {target} is in flight, so the refusal stands"
-                    ));
+                    )));
                 }
-                if kind == RunKind::Failover
-                    && let Ok(Some(lag)) = ctx
+                // The RPO budget is judged against the lag read immediately before each call,
+                // not the one preflight read: the lag may have grown while the call was retried.
+                let mut lag_ms = None;
+                if kind == RunKind::Failover {
+                    let lag = ctx
                         .read_bounded(|| p.lag.lag(target, target_db_cluster_id))
                         .await
-                {
-                    facts.insert("lag_at_promotion_ms".into(), lag.as_millis().to_string());
+                        .map_err(|e| e.to_string());
+                    if let Ok(Some(lag)) = &lag {
+                        lag_ms = Some(lag.as_millis() as u64);
+                        facts.insert("lag_at_promotion_ms".into(), lag.as_millis().to_string());
+                    }
+                    if !ctx.dry_run
+                        && let Some(gate) =
+                            promotion_gate(target, lag, rpo_budget, ctx.approval.as_ref())
+                    {
+                        return Err(Stop::Gated(gate));
+                    }
                 }
                 let operation =
                     promote_operation(kind, target, global_cluster_id, target_db_cluster_id);
@@ -368,6 +405,19 @@ async fn promote_db(
                         }
                     }
                 };
+                // Write ahead: a run that may have sent a promotion starts the cooldown, and
+                // its report's RPO is this figure, whatever happens next.
+                if let Some(why) = ctx.blocked() {
+                    // Paused or aborting: look again (and read the lag again) after the wait.
+                    ctx.wait(&format!("permission to act ({why})")).await;
+                    continue;
+                }
+                if !ctx.dry_run {
+                    ctx.checkpoint(RunEvent::Promoting {
+                        step: ctx.step,
+                        lag_ms,
+                    })?;
+                }
                 match ctx.mutate(&operation, call).await {
                     Mutation::DryRun => {
                         return Ok(StepOutcome {
@@ -384,7 +434,7 @@ async fn promote_db(
                     Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
                         refusal = Some(err.to_string());
                     }
-                    Mutation::Failed(err) => return Err(err.to_string()),
+                    Mutation::Failed(err) => return Err(Stop::Failed(err.to_string())),
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! retries and backoff, bounded in count and time. A receiver that is down costs retries,
 //! never the run. URLs and keys come from the environment or files, never the TOML.
 
-use crate::core::decision::{Decision, Hold};
+use crate::core::decision::{AlertLevel, Decision};
 use crate::core::ids::{RunId, StepName};
 use crate::core::run::{EventRecord, RunEvent};
 use crate::core::time::Timestamp;
@@ -317,6 +317,14 @@ impl Progress for Notifier {
                     ));
                 }
             }
+            RunEvent::StepGated { gate, .. } => {
+                self.send(notice(
+                    NoticeKind::ApprovalNeeded,
+                    Severity::Critical,
+                    format!("{} waits for `dr approve`: {}", gate.step, gate.reason),
+                    false,
+                ));
+            }
             RunEvent::Finished { outcome } => {
                 let severity = if outcome.is_success() {
                     Severity::Info
@@ -335,17 +343,13 @@ impl Progress for Notifier {
     }
 
     fn decided(&self, at: Timestamp, decision: &Decision) {
-        let (kind, severity) = match decision {
-            Decision::Failover { .. } | Decision::FailoverAwaitingApproval { .. } => {
+        let (kind, severity) = match (decision, decision.alert()) {
+            (Decision::Failover { .. } | Decision::FailoverAwaitingApproval { .. }, _) => {
                 (NoticeKind::Trip, Severity::Critical)
             }
-            Decision::Nothing(Hold::NoHealthyTarget { .. } | Hold::CannotConfirm { .. }) => {
-                (NoticeKind::Alert, Severity::Critical)
-            }
-            Decision::Nothing(Hold::FailedRegionNotWriter { .. }) => {
-                (NoticeKind::Alert, Severity::Warning)
-            }
-            _ => return,
+            (_, Some(AlertLevel::Critical)) => (NoticeKind::Alert, Severity::Critical),
+            (_, Some(AlertLevel::Warning)) => (NoticeKind::Alert, Severity::Warning),
+            (_, None) => return,
         };
         self.send(Notice {
             kind,
@@ -392,6 +396,14 @@ impl Progress for Fanout {
     }
     fn decided(&self, at: Timestamp, decision: &Decision) {
         self.0.iter().for_each(|p| p.decided(at, decision));
+    }
+    fn observed(
+        &self,
+        at: Timestamp,
+        region: &crate::core::ids::RegionName,
+        signals: &crate::core::detect::Signals,
+    ) {
+        self.0.iter().for_each(|p| p.observed(at, region, signals));
     }
 }
 

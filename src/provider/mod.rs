@@ -84,6 +84,19 @@ pub enum ProviderError {
         /// The service's words.
         detail: String,
     },
+    /// The endpoint does not serve the operation at all (HTTP 404 or 501 without a "no such
+    /// resource" code): the endpoint or the service's availability is wrong, not a resource id.
+    #[error(
+        "{operation} in {region} is not served by the endpoint ({detail}); check [aws] endpoint_url (or AWS_ENDPOINT_URL) and that the service is offered in {region}, no resource id in the config is at fault"
+    )]
+    NotServed {
+        /// API name.
+        operation: String,
+        /// Region (or `global`).
+        region: String,
+        /// The service's words.
+        detail: String,
+    },
 }
 
 impl ProviderError {

@@ -130,6 +130,20 @@ impl AuditEntry {
             RunEvent::Paused { reason } => ("run paused".into(), reason.clone()),
             RunEvent::Resumed { reason } => ("run resumed".into(), reason.clone()),
             RunEvent::AbortRequested { reason } => ("abort requested".into(), reason.clone()),
+            RunEvent::StepGated { step, gate } => (
+                format!("step {step} waits for approval"),
+                gate.reason.clone(),
+            ),
+            RunEvent::Promoting { step, lag_ms } => (
+                format!("step {step} sends the promotion"),
+                match lag_ms {
+                    Some(ms) => format!(
+                        "replication lag read immediately before: {}",
+                        crate::core::time::fmt_duration(std::time::Duration::from_millis(*ms))
+                    ),
+                    None => "replication lag not measured".into(),
+                },
+            ),
             RunEvent::Finished { outcome } => (format!("run finished: {outcome}"), String::new()),
         };
         AuditEntry {

@@ -111,6 +111,15 @@ const EXPIRED: &[&str] = &[
 ];
 
 /// Error codes that mean "the resource is not there".
+/// Codes of an endpoint that does not know the operation.
+const NOT_SERVED: &[&str] = &[
+    "UnknownOperationException",
+    "UnknownOperation",
+    "InvalidAction",
+    "NotImplemented",
+    "UnsupportedOperation",
+];
+
 const MISSING: &[&str] = &[
     "GlobalClusterNotFoundFault",
     "DBClusterNotFoundFault",
@@ -232,8 +241,21 @@ pub fn classify_code(
             action: call.iam_action(),
         };
     }
-    if MISSING.contains(&code) || status == Some(404) {
+    if MISSING.contains(&code) {
         return call.not_found();
+    }
+    if NOT_SERVED.contains(&code) || matches!(status, Some(404 | 501)) {
+        // A 404 without a "no such resource" code is the endpoint saying it does not know the
+        // operation (an emulator or a region without the service): not a config mistake.
+        return ProviderError::NotServed {
+            operation: call.operation.to_string(),
+            region: call.region.clone(),
+            detail: if code.is_empty() {
+                format!("HTTP {}: {detail}", status.unwrap_or(0))
+            } else {
+                format!("{code}: {detail}")
+            },
+        };
     }
     if BUSY.contains(&code) || status.is_some_and(|s| s >= 500) {
         return call.unavailable(detail);
@@ -402,6 +424,16 @@ mod tests {
             denied.to_string(),
             "ChangeResourceRecordSets in global was denied: the credentials need IAM action route53:ChangeResourceRecordSets"
         );
+        let unserved = classify_code(&c, "", Some(404), "not found".into());
+        assert!(
+            matches!(unserved, ProviderError::NotServed { .. }),
+            "{unserved:?}"
+        );
+        assert!(
+            !unserved.to_string().contains("dns.hosted_zone_id"),
+            "{unserved}"
+        );
+        assert!(!unserved.is_transient());
         let missing = classify_code(&c, "NoSuchHostedZone", Some(404), "x".into());
         assert!(
             missing.to_string().contains("check dns.hosted_zone_id"),

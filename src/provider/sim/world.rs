@@ -210,6 +210,27 @@ pub struct CallRecord {
     pub region: String,
     /// The resource, for counting per resource.
     pub resource: String,
+    /// For a promotion that allows data loss: the target's true replication lag when the call
+    /// arrived, in milliseconds (the writes it may lose).
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
+}
+
+impl RegionWorld {
+    /// What Route53's checkers report about this region: every checker fails during an
+    /// outage, otherwise the failing share rounded to whole checkers. `GetHealthCheckStatus` and
+    /// the simulated DNS answers both read this, so they never disagree.
+    pub fn checker_report(&self) -> CheckerReport {
+        let failing = if self.outage.is_some() {
+            CHECKERS
+        } else {
+            ((self.failing_checkers.clamp(0.0, 1.0) * f64::from(CHECKERS)).round()) as u32
+        };
+        CheckerReport {
+            healthy: CHECKERS - failing,
+            total: CHECKERS,
+        }
+    }
 }
 
 /// The whole simulated world.
@@ -506,6 +527,7 @@ impl World {
             operation: operation.into(),
             region: region.into(),
             resource: resource.into(),
+            lag_ms: None,
         });
     }
 
@@ -629,6 +651,9 @@ impl World {
             completes_at: self.now.plus(duration),
         });
         self.record_call(op, region.as_str(), target_db_cluster_id);
+        if allow_data_loss && let Some(call) = self.calls.last_mut() {
+            call.lag_ms = self.regions.get(&target.region).map(|r| r.lag_ms);
+        }
         Ok(())
     }
 
@@ -898,15 +923,7 @@ impl World {
                 "region.health_check_id",
             )
         })?;
-        let failing = if region.outage.is_some() {
-            CHECKERS
-        } else {
-            ((region.failing_checkers.clamp(0.0, 1.0) * f64::from(CHECKERS)).round()) as u32
-        };
-        Ok(CheckerReport {
-            healthy: CHECKERS - failing,
-            total: CHECKERS,
-        })
+        Ok(region.checker_report())
     }
 
     /// `dr`'s probe of a region's `/health`.
@@ -942,12 +959,8 @@ impl World {
             .iter()
             .filter(|record| {
                 self.regions.get(&record.region).is_some_and(|r| {
-                    let failing = if r.outage.is_some() {
-                        1.0
-                    } else {
-                        r.failing_checkers
-                    };
-                    1.0 - failing > crate::core::health::ROUTE53_HEALTHY_SHARE
+                    let report = r.checker_report();
+                    crate::core::health::route53_counts_healthy(report.healthy, report.total)
                 })
             })
             .map(|r| r.region.clone())
@@ -1141,6 +1154,30 @@ mod tests {
             .unwrap();
         assert_eq!((report.healthy, report.total), (8, 16));
         assert_eq!(w.answering_regions().len(), 2);
+    }
+
+    #[test]
+    fn the_checker_report_and_the_dns_answers_never_disagree() {
+        // At every failing share, including the ones that round to the 18% threshold, the
+        // report dr reads and the simulated DNS apply the one integer rule.
+        let east = RegionName::new("us-east-1");
+        for percent in 0..=100 {
+            let mut w = world();
+            w.set_failing_checkers(&east, f64::from(percent) / 100.0)
+                .unwrap();
+            let report = w
+                .checker_report("0f1e2d3c-east-4b5a-8c7d-000000000001")
+                .unwrap();
+            let healthy = crate::core::health::classify_checkers(report.healthy, report.total)
+                == crate::core::health::Observation::Healthy;
+            assert_eq!(
+                healthy,
+                w.answering_regions().contains(&east),
+                "{percent}% failing: report {}/{}",
+                report.healthy,
+                report.total
+            );
+        }
     }
 
     #[test]
