@@ -254,6 +254,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_endpoint_that_does_not_serve_the_metric_is_not_a_config_mistake() {
+        let rule = mock!(Client::get_metric_data).then_error(|| {
+            GetMetricDataError::generic(
+                ErrorMetadata::builder()
+                    .code("UnknownOperationException")
+                    .message("the operation is not supported by this endpoint")
+                    .build(),
+            )
+        });
+        let lag = lag_for(client!(&rule));
+        let err = lag
+            .lag(&RegionName::new("us-west-2"), "yt-video-creator-west")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProviderError::NotServed { .. }), "{err:?}");
+        assert!(text.contains("endpoint_url"), "{text}");
+        assert!(!text.contains("region.database.cluster_id"), "{text}");
+        assert_eq!(rule.num_calls(), 1, "not served is not retried");
+    }
+
+    #[tokio::test]
     async fn a_region_without_a_client_is_refused() {
         let rule = mock!(Client::get_metric_data).then_output(|| datapoints(&[]));
         let lag = lag_for(client!(&rule));
