@@ -942,6 +942,7 @@ impl Progress for Printer {
                 format!("{step}: started again (attempt {attempt})")
             }
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
+            RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step}: done: {}", outcome.summary)
             }

@@ -147,6 +147,37 @@ pub fn promotion_gate(
     })
 }
 
+/// The handle of a change a step requested, recorded as soon as AWS returns it, so that an
+/// attempt after a crash follows the same change instead of requesting another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "handle", rename_all = "kebab-case")]
+pub enum Handle {
+    /// An EKS node group update (`DescribeUpdate` follows it).
+    NodegroupUpdate {
+        /// The node group.
+        nodegroup: String,
+        /// The update's id.
+        update_id: String,
+    },
+    /// A Route53 change batch (`GetChange` follows it).
+    RecordChange {
+        /// The change's id.
+        change_id: String,
+    },
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Handle::NodegroupUpdate {
+                nodegroup,
+                update_id,
+            } => write!(f, "node group {nodegroup}: update {update_id} requested"),
+            Handle::RecordChange { change_id } => write!(f, "change {change_id} submitted"),
+        }
+    }
+}
+
 /// A promotion call a run sent (or was about to send when it stopped), as its write-ahead
 /// record says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,9 +200,10 @@ pub struct StepOutcome {
     /// Steps that must now wait for approval.
     #[serde(default)]
     pub gates: Vec<Gate>,
-    /// Facts for the report, such as `lag_ms` at promotion.
+    /// The replication lag the step read, in milliseconds: preflight's reading, or the one
+    /// promote-db read immediately before its last promotion call.
     #[serde(default)]
-    pub facts: BTreeMap<String, String>,
+    pub lag_ms: Option<u64>,
     /// In a dry run, the mutations the step would have made.
     #[serde(default)]
     pub would_mutate: Vec<Operation>,
@@ -237,7 +269,14 @@ pub enum RunEvent {
         /// The replication lag read immediately before the call, in milliseconds.
         lag_ms: Option<u64>,
     },
-    /// Something a step did or saw that a resume or a person should know (a change id).
+    /// A change the step requested, with the handle AWS returned for it.
+    Requested {
+        /// Which step.
+        step: StepName,
+        /// The handle.
+        handle: Handle,
+    },
+    /// Something a step did or saw that a person should know.
     StepProgress {
         /// Which step.
         step: StepName,
@@ -366,6 +405,9 @@ pub struct StepState {
     /// The latest approval of this step, with the figure it accepted.
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// Changes requested by every attempt, oldest first (a resumed step follows them).
+    #[serde(default)]
+    pub handles: Vec<Handle>,
 }
 
 impl StepState {
@@ -378,6 +420,7 @@ impl StepState {
             outcome: None,
             notes: Vec::new(),
             approval: None,
+            handles: Vec::new(),
         }
     }
 
@@ -609,6 +652,13 @@ impl RunState {
                     at,
                     lag_ms: *lag_ms,
                 });
+            }
+            RunEvent::Requested { step, handle } => {
+                let state = self.step_mut(*step)?;
+                if state.status != StepStatus::Running {
+                    return Err(illegal(*step, &state.status, "request a change"));
+                }
+                state.handles.push(handle.clone());
             }
             RunEvent::StepProgress { step, note } => {
                 let state = self.step_mut(*step)?;

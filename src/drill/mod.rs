@@ -119,6 +119,7 @@ impl Progress for Recorder {
                 format!("{step} started (attempt {attempt})")
             }
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
+            RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
             RunEvent::StepGated { step, gate } => {
                 format!("{step} waits for approval: {}", gate.reason)
             }

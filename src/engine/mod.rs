@@ -14,12 +14,12 @@ use crate::clock::Clock;
 use crate::core::ids::{Actor, RunId, StepName};
 use crate::core::plan::{Operation, PlanError, PlanOptions, PlanRequest, PlannedStep, build_plan};
 use crate::core::run::{
-    Approval, EventRecord, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus,
+    Approval, EventRecord, Handle, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus,
     StepStatus, Trigger,
 };
 use crate::core::time::Timestamp;
 use crate::core::topology::Topology;
-use crate::provider::{ProviderError, Providers};
+use crate::provider::{Answer, ProviderError, Providers};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -151,8 +151,8 @@ pub struct StepCtx {
     pub poll_interval: Duration,
     /// Timeout of preflight probes.
     pub probe_timeout: Duration,
-    /// Notes this step recorded in earlier attempts (a submitted change id).
-    pub earlier_notes: Vec<String>,
+    /// Changes this step requested in earlier attempts, to be followed, not requested again.
+    pub earlier_handles: Vec<Handle>,
     /// repoint-dns ended degraded, so verify does not insist on the records.
     pub dns_degraded: bool,
     /// The operator's approval of this step, with the figure it accepted.
@@ -245,11 +245,7 @@ impl StepCtx {
     /// paused) no call is made; the step waits a poll interval and gets `Retry`, so it observes
     /// again (its executor interrupts it meanwhile). A transient failure waits with a growing,
     /// jittered backoff (`retry_delay`, from a poll interval) and returns `Retry` too.
-    pub async fn mutate<T, F, Fut>(&self, operation: &Operation, call: F) -> Mutation<T>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-    {
+    pub async fn mutate(&self, operation: &Operation) -> Mutation<Answer> {
         if self.dry_run {
             self.progress
                 .calling(self.step, self.clock.now(), operation, true);
@@ -261,7 +257,7 @@ impl StepCtx {
         }
         self.progress
             .calling(self.step, self.clock.now(), operation, false);
-        match call().await {
+        match self.providers.execute(operation).await {
             Ok(value) => {
                 self.failures.store(0, Ordering::Relaxed);
                 Mutation::Done(value)
@@ -332,17 +328,23 @@ impl StepCtx {
         self.clock.sleep(duration).await;
     }
 
-    /// Records a progress note durably (best effort: a note never fails a step).
-    pub fn note(&self, note: &str) {
-        let event = RunEvent::StepProgress {
+    /// Records the handle of a change just requested, durably, so a later attempt follows it.
+    /// Best effort: if the store refuses, a later attempt observes the resource instead, which
+    /// is safe (node group updates carry an idempotency token; record changes are recomputed
+    /// from the records as they are).
+    pub fn record_handle(&self, handle: Handle) {
+        let event = RunEvent::Requested {
             step: self.step,
-            note: note.to_string(),
+            handle,
         };
-        if let Ok(record) = self
+        match self
             .store
             .append(&self.run, self.clock.now(), &Actor::engine(), event)
         {
-            self.progress.event(&self.run, &record);
+            Ok(record) => self.progress.event(&self.run, &record),
+            Err(err) => {
+                tracing::warn!(run = %self.run, step = %self.step, error = %err, "could not record a change's handle")
+            }
         }
     }
 
@@ -525,7 +527,7 @@ impl Engine {
             dry_run: false,
             poll_interval: self.settings.poll_interval,
             probe_timeout: self.settings.probe_timeout,
-            earlier_notes: Vec::new(),
+            earlier_handles: Vec::new(),
             dns_degraded: false,
             approval: None,
             store: self.store.clone(),
@@ -558,10 +560,10 @@ impl Engine {
             dry_run: header.dry_run,
             poll_interval: self.settings.poll_interval,
             probe_timeout: self.settings.probe_timeout,
-            earlier_notes: state
+            earlier_handles: state
                 .steps
                 .get(&step)
-                .map(|s| s.notes.clone())
+                .map(|s| s.handles.clone())
                 .unwrap_or_default(),
             dns_degraded,
             approval: state.steps.get(&step).and_then(|s| s.approval.clone()),

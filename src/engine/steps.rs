@@ -13,10 +13,10 @@ use crate::core::plan::{
     GroupTarget, Operation, RunKind, StepSpec, client_request_token, promote_operation,
     record_changes,
 };
-use crate::core::run::{Gate, RunEvent, StepOutcome, promotion_gate};
+use crate::core::run::{Gate, Handle, RunEvent, StepOutcome, promotion_gate};
 use crate::core::time::fmt_duration;
 use crate::core::topology::LatencyRecord;
-use crate::provider::{ChangeStatus, ProviderError};
+use crate::provider::{Answer, ChangeStatus, ProviderError};
 use futures::future::join_all;
 use std::time::Duration;
 
@@ -144,7 +144,7 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
     let mut failed: Vec<String> = Vec::new();
     let mut passed: Vec<String> = Vec::new();
     let mut gates: Vec<Gate> = Vec::new();
-    let mut facts = std::collections::BTreeMap::new();
+    let mut lag_read: Option<u64> = None;
 
     match ctx.read_bounded(|| p.health_checks.checker_report(target_health_check_id)).await {
         Ok(report) => match classify_checkers(report.healthy, report.total) {
@@ -231,7 +231,7 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
                 .await
                 .map_err(|e| e.to_string());
             if let Ok(Some(lag)) = &lag {
-                facts.insert("lag_ms".to_string(), lag.as_millis().to_string());
+                lag_read = Some(lag.as_millis() as u64);
             }
             match promotion_gate(target, lag.clone(), *rpo_budget, None) {
                 Some(gate) if ctx.dry_run => passed.push(format!(
@@ -275,7 +275,7 @@ async fn preflight(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String
     Ok(StepOutcome {
         summary: passed.join("; "),
         gates,
-        facts,
+        lag_ms: lag_read,
         ..StepOutcome::default()
     })
 }
@@ -302,7 +302,7 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
     // A refused request is looked at once more: the refusal may be for a promotion toward the
     // target already in flight (an earlier request whose answer was lost), which is progress.
     let mut refusal: Option<String> = None;
-    let mut facts = std::collections::BTreeMap::new();
+    let mut lag_read: Option<u64> = None;
     loop {
         let cluster = ctx
             .read(|| {
@@ -325,7 +325,7 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
                 };
                 return Ok(StepOutcome {
                     summary,
-                    facts,
+                    lag_ms: lag_read,
                     ..StepOutcome::default()
                 });
             }
@@ -371,7 +371,7 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
                         .map_err(|e| e.to_string());
                     if let Ok(Some(lag)) = &lag {
                         lag_ms = Some(lag.as_millis() as u64);
-                        facts.insert("lag_at_promotion_ms".into(), lag.as_millis().to_string());
+                        lag_read = Some(lag.as_millis() as u64);
                     }
                     if !ctx.dry_run
                         && let Some(gate) =
@@ -382,29 +382,6 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
                 }
                 let operation =
                     promote_operation(kind, target, global_cluster_id, target_db_cluster_id);
-                let call = || async {
-                    match kind {
-                        RunKind::Failover => {
-                            p.database
-                                .failover_global_cluster(
-                                    target,
-                                    global_cluster_id,
-                                    target_db_cluster_id,
-                                    true,
-                                )
-                                .await
-                        }
-                        RunKind::Switchover => {
-                            p.database
-                                .switchover_global_cluster(
-                                    target,
-                                    global_cluster_id,
-                                    target_db_cluster_id,
-                                )
-                                .await
-                        }
-                    }
-                };
                 // Write ahead: a run that may have sent a promotion starts the cooldown, and
                 // its report's RPO is this figure, whatever happens next.
                 if let Some(why) = ctx.blocked() {
@@ -418,18 +395,18 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
                         lag_ms,
                     })?;
                 }
-                match ctx.mutate(&operation, call).await {
+                match ctx.mutate(&operation).await {
                     Mutation::DryRun => {
                         return Ok(StepOutcome {
                             summary: format!(
                                 "dry run: would promote {target_db_cluster_id} in {target}"
                             ),
                             would_mutate: vec![operation],
-                            facts,
+                            lag_ms: lag_read,
                             ..StepOutcome::default()
                         });
                     }
-                    Mutation::Done(()) => requested = true,
+                    Mutation::Done(_) => requested = true,
                     Mutation::Retry => {}
                     Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
                         refusal = Some(err.to_string());
@@ -498,11 +475,12 @@ async fn scale_nodegroup(
     let name = group.name.as_str();
     let token = client_request_token(&ctx.run, StepName::ScaleTarget, name);
     // An update an earlier attempt of this step requested is waited for, not requested again.
-    let requested_note = format!("node group {name}: update ");
-    let mut update_id: Option<String> = ctx.earlier_notes.iter().rev().find_map(|note| {
-        note.strip_prefix(&requested_note)
-            .and_then(|rest| rest.strip_suffix(" requested"))
-            .map(str::to_string)
+    let mut update_id: Option<String> = ctx.earlier_handles.iter().rev().find_map(|h| match h {
+        Handle::NodegroupUpdate {
+            nodegroup,
+            update_id,
+        } if nodegroup == name => Some(update_id.clone()),
+        _ => None,
     });
     let mut acted = update_id.is_some();
     loop {
@@ -575,11 +553,7 @@ async fn scale_nodegroup(
             sizes: group.sizes,
             client_request_token: token.clone(),
         };
-        let call = || {
-            p.compute
-                .update_nodegroup_config(target, cluster, name, group.sizes, &token)
-        };
-        match ctx.mutate(&operation, call).await {
+        match ctx.mutate(&operation).await {
             Mutation::DryRun => {
                 return Ok(GroupResult {
                     line: format!(
@@ -589,9 +563,14 @@ async fn scale_nodegroup(
                     would_mutate: vec![operation],
                 });
             }
-            Mutation::Done(id) => {
-                ctx.note(&format!("node group {name}: update {id} requested"));
-                update_id = Some(id);
+            Mutation::Done(answer) => {
+                if let Answer::Update(id) = answer {
+                    ctx.record_handle(Handle::NodegroupUpdate {
+                        nodegroup: name.to_string(),
+                        update_id: id.clone(),
+                    });
+                    update_id = Some(id);
+                }
                 acted = true;
             }
             Mutation::Retry => {}
@@ -633,11 +612,7 @@ async fn scale_asg(
             group: name.to_string(),
             sizes: group.sizes,
         };
-        let call = || {
-            p.compute
-                .update_autoscaling_group(target, name, group.sizes)
-        };
-        match ctx.mutate(&operation, call).await {
+        match ctx.mutate(&operation).await {
             Mutation::DryRun => {
                 return Ok(GroupResult {
                     line: format!(
@@ -647,7 +622,7 @@ async fn scale_asg(
                     would_mutate: vec![operation],
                 });
             }
-            Mutation::Done(()) => acted = true,
+            Mutation::Done(_) => acted = true,
             Mutation::Retry => {}
             Mutation::Failed(err) => return Err(err.to_string()),
         }
@@ -663,15 +638,11 @@ async fn repoint_dns(
 ) -> Result<StepOutcome, String> {
     let p = &ctx.providers;
     // A change submitted by an earlier attempt of this step is waited for, not repeated.
-    let mut change_id: Option<String> = ctx
-        .earlier_notes
-        .iter()
-        .rev()
-        .find_map(|note| {
-            note.strip_prefix("change ")
-                .and_then(|rest| rest.split(' ').next())
-        })
-        .map(str::to_string);
+    // A change an earlier attempt submitted is followed, not submitted again.
+    let mut change_id: Option<String> = ctx.earlier_handles.iter().rev().find_map(|h| match h {
+        Handle::RecordChange { change_id } => Some(change_id.clone()),
+        _ => None,
+    });
     let mut submitted = change_id.is_some();
     let mut refusal: Option<String> = None;
     loop {
@@ -717,8 +688,7 @@ async fn repoint_dns(
             hosted_zone_id: hosted_zone_id.to_string(),
             changes: changes.clone(),
         };
-        let call = || p.dns.change_records(hosted_zone_id, &changes);
-        match ctx.mutate(&operation, call).await {
+        match ctx.mutate(&operation).await {
             Mutation::DryRun => {
                 return Ok(StepOutcome {
                     summary: format!("dry run: would make {} record change(s)", changes.len()),
@@ -726,9 +696,13 @@ async fn repoint_dns(
                     ..StepOutcome::default()
                 });
             }
-            Mutation::Done(id) => {
-                ctx.note(&format!("change {id} submitted"));
-                change_id = Some(id);
+            Mutation::Done(answer) => {
+                if let Answer::Change(id) = answer {
+                    ctx.record_handle(Handle::RecordChange {
+                        change_id: id.clone(),
+                    });
+                    change_id = Some(id);
+                }
                 submitted = true;
             }
             Mutation::Retry => {}

@@ -9,7 +9,7 @@ pub mod sim;
 
 use crate::core::health::ProbeResult;
 use crate::core::ids::RegionName;
-use crate::core::plan::RecordChange;
+use crate::core::plan::{Operation, RecordChange};
 use crate::core::topology::{LatencyRecord, Sizes};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -343,7 +343,77 @@ pub struct Providers {
     pub lag: Arc<dyn ReplicationLag>,
 }
 
+/// What a mutating call answered: the handle to wait on, when it gives one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Accepted; progress is observed on the resource itself.
+    Accepted,
+    /// An EKS update was started: `DescribeUpdate` follows it.
+    Update(String),
+    /// A Route53 change was submitted: `GetChange` follows it.
+    Change(String),
+}
+
 impl Providers {
+    /// Makes exactly the call `operation` describes: the value `dr plan` and a dry run print is
+    /// the value executed, so the three cannot drift apart.
+    pub async fn execute(&self, operation: &Operation) -> Result<Answer, ProviderError> {
+        match operation {
+            Operation::FailoverGlobalCluster {
+                region,
+                global_cluster_id,
+                target_db_cluster_id,
+                allow_data_loss,
+            } => self
+                .database
+                .failover_global_cluster(
+                    region,
+                    global_cluster_id,
+                    target_db_cluster_id,
+                    *allow_data_loss,
+                )
+                .await
+                .map(|()| Answer::Accepted),
+            Operation::SwitchoverGlobalCluster {
+                region,
+                global_cluster_id,
+                target_db_cluster_id,
+            } => self
+                .database
+                .switchover_global_cluster(region, global_cluster_id, target_db_cluster_id)
+                .await
+                .map(|()| Answer::Accepted),
+            Operation::UpdateNodegroupConfig {
+                region,
+                cluster,
+                nodegroup,
+                sizes,
+                client_request_token,
+            } => self
+                .compute
+                .update_nodegroup_config(region, cluster, nodegroup, *sizes, client_request_token)
+                .await
+                .map(Answer::Update),
+            Operation::UpdateAutoScalingGroup {
+                region,
+                group,
+                sizes,
+            } => self
+                .compute
+                .update_autoscaling_group(region, group, *sizes)
+                .await
+                .map(|()| Answer::Accepted),
+            Operation::ChangeResourceRecordSets {
+                hosted_zone_id,
+                changes,
+            } => self
+                .dns
+                .change_records(hosted_zone_id, changes)
+                .await
+                .map(Answer::Change),
+        }
+    }
+
     /// All six roles played by one value (the simulator implements every trait).
     pub fn all_from<P>(provider: Arc<P>) -> Providers
     where

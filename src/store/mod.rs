@@ -130,6 +130,10 @@ impl AuditEntry {
             RunEvent::Paused { reason } => ("run paused".into(), reason.clone()),
             RunEvent::Resumed { reason } => ("run resumed".into(), reason.clone()),
             RunEvent::AbortRequested { reason } => ("abort requested".into(), reason.clone()),
+            RunEvent::Requested { step, handle } => (
+                format!("step {step} requested a change"),
+                handle.to_string(),
+            ),
             RunEvent::StepGated { step, gate } => (
                 format!("step {step} waits for approval"),
                 gate.reason.clone(),
