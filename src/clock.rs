@@ -16,6 +16,11 @@ pub trait Clock: Send + Sync {
 
     /// Waits `duration` of this clock's time.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// How many seconds of this clock pass per real second (1 but for a sped-up simulator).
+    fn rate(&self) -> f64 {
+        1.0
+    }
 }
 
 /// Wall time, optionally sped up: `now = sim_epoch + (wall_now - wall_epoch) * scale`.
@@ -50,6 +55,10 @@ impl WallClock {
 }
 
 impl Clock for WallClock {
+    fn rate(&self) -> f64 {
+        self.scale
+    }
+
     fn now(&self) -> Timestamp {
         let wall = Timestamp::from_system_time(SystemTime::now());
         let elapsed = wall.millis().saturating_sub(self.wall_epoch.millis()) as f64;

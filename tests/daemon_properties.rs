@@ -663,6 +663,18 @@ fn check(
         .count()
         .min(1);
 
+    // Every promotion call that reached AWS was written ahead: the cooldown rests on it.
+    for call in evidence.world.calls.iter().filter(|c| {
+        c.operation == "FailoverGlobalCluster" || c.operation == "SwitchoverGlobalCluster"
+    }) {
+        if !promotions.iter().any(|(p, _, _)| *p == secs(call.at)) {
+            return Err(format!(
+                "{} at {} has no write-ahead Promoting record",
+                call.operation,
+                secs(call.at)
+            ));
+        }
+    }
     // No promotion over the RPO budget without an approval of that figure.
     for call in evidence
         .world
@@ -727,13 +739,31 @@ fn check(
 
     // No mutating call while paused (unless an operator resumed the run since), and none by a
     // run after its abort was requested.
+    // A call during a pause is excused only for a run an operator resumed (a `Resumed` by the
+    // operator, since the pause) that was still unfinished when the call was made.
+    let resumed_run_active = |since: f64, t: f64| {
+        evidence.runs.iter().any(|run| {
+            let resumed = run.events.iter().any(|e| {
+                matches!(e.event, RunEvent::Resumed { .. })
+                    && e.actor.as_str() == "drill-operator"
+                    && since <= secs(e.at)
+                    && secs(e.at) <= t
+            });
+            let finished = run
+                .events
+                .iter()
+                .find(|e| matches!(e.event, RunEvent::Finished { .. }))
+                .is_some_and(|e| secs(e.at) < t);
+            resumed && !finished
+        })
+    };
     let mut active_while_paused = false;
     for call in &evidence.world.calls {
         let t = secs(call.at);
         if let Some(since) = truth.paused_since(t) {
             tally.calls_checked_against_pause += 1;
             active_while_paused = true;
-            if !truth.command_between("resume", since, t) {
+            if !resumed_run_active(since, t) {
                 return Err(format!(
                     "{} {} at {t} while automation was paused since {since}",
                     call.operation, call.resource

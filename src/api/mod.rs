@@ -78,7 +78,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match &err {
-            StoreError::RunActive { .. } | StoreError::DuplicateRun(_) => {
+            StoreError::RunActive { .. }
+            | StoreError::DuplicateRun(_)
+            | StoreError::AutomationPaused(_) => {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }
             StoreError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
@@ -488,6 +490,7 @@ async fn approve(
         state.engine.store.as_ref(),
         &run,
         step,
+        None,
         &caller.actor(),
         &reason,
         state.clock().now(),

@@ -11,7 +11,7 @@ use crate::config::{self, Backend, Config, ConfigError};
 use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
 use crate::core::plan::{Operation, PlanRequest, RunKind, build_plan};
-use crate::core::run::{Approval, EventRecord, RunEvent, RunStatus, Trigger};
+use crate::core::run::{Approval, EventRecord, RunEvent, RunStatus, Shown, StepStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::drill::{self, DrillOptions, scenario};
 use crate::engine::{
@@ -330,9 +330,10 @@ impl From<StoreError> for CliError {
             | StoreError::Io { .. }
             | StoreError::UnsupportedVersion { .. } => exit::STORE_DAMAGED,
             StoreError::NoSuchRun(_) => exit::BAD_INPUT,
-            StoreError::RunActive { .. } | StoreError::DuplicateRun(_) | StoreError::Refused(_) => {
-                exit::REFUSED
-            }
+            StoreError::RunActive { .. }
+            | StoreError::DuplicateRun(_)
+            | StoreError::Refused(_)
+            | StoreError::AutomationPaused(_) => exit::REFUSED,
         };
         CliError::new(code, err.to_string())
     }
@@ -949,7 +950,7 @@ impl Progress for Printer {
             RunEvent::StepFailed { step, error } => format!("{step}: FAILED: {error}"),
             RunEvent::StepInterrupted { step, reason } => format!("{step}: interrupted: {reason}"),
             RunEvent::StepSkipped { step, reason } => format!("{step}: skipped: {reason}"),
-            RunEvent::Approved { step, reason } => format!("{step}: approved: {reason}"),
+            RunEvent::Approved { step, reason, .. } => format!("{step}: approved: {reason}"),
             RunEvent::Paused { reason } => format!("run paused: {reason}"),
             RunEvent::Resumed { reason } => format!("run resumed: {reason}"),
             RunEvent::AbortRequested { reason } => format!("abort requested: {reason}"),
@@ -1271,17 +1272,34 @@ async fn approve(
     let stored = store
         .load_run(&run)?
         .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
-    if let RunStatus::AwaitingApproval { step, reason } = stored.state()?.status() {
+    // The gate as it stands now, from the step itself (the run may still be running its other
+    // steps): the operator approves this figure, and the store refuses the approval if the gate
+    // shows another by the time it is written.
+    let state = stored.state()?;
+    let gated: Vec<(StepName, String, Option<u64>)> = state
+        .steps
+        .iter()
+        .filter_map(|(name, s)| match &s.status {
+            StepStatus::AwaitingApproval { reason, lag_ms } if step.is_none_or(|n| n == *name) => {
+                Some((*name, reason.clone(), *lag_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut shown = None;
+    if let [(gated_step, gate_reason, lag_ms)] = gated.as_slice() {
         confirm(
-            &format!("Approve {step} of run {run}: {reason}"),
+            &format!("Approve {gated_step} of run {run}: {gate_reason}"),
             run.as_str(),
             args.yes,
         )?;
+        shown = Some(Shown { lag_ms: *lag_ms });
     }
     let record = control::approve(
         store.as_ref(),
         &run,
         step,
+        shown,
         &Actor::new(&args.actor),
         &why,
         now_for(config),

@@ -61,8 +61,9 @@ pub struct RunHeader {
     pub plan: Plan,
 }
 
-/// The current version of `RunHeader` and `EventRecord`.
-pub const RUN_VERSION: u32 = 1;
+/// The current version of `RunHeader` and `EventRecord`. Version 2 added the `StepGated`,
+/// `Promoting` and `Requested` events; an older `dr` refuses such a log instead of misreading it.
+pub const RUN_VERSION: u32 = 2;
 
 /// A step that must wait for an operator's approval, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,21 +78,32 @@ pub struct Gate {
     pub lag_ms: Option<u64>,
 }
 
-/// What an operator's approval of a gated step accepted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What operators' approvals of a gated step accepted, over all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
-    /// The largest replication lag (writes lost) accepted, in milliseconds; None when the gate
-    /// could not measure it, which accepts any.
+    /// The largest measured replication lag (writes lost) an approval accepted, in
+    /// milliseconds.
     pub lag_ms: Option<u64>,
+    /// An approval was given while the lag could not be measured. It accepts promoting while
+    /// the lag still cannot be read, never a measured figure above `lag_ms`.
+    #[serde(default)]
+    pub unmeasured: bool,
 }
 
 impl Approval {
-    /// Whether this approval covers promoting at `lag_ms` (None: the lag cannot be read now).
+    /// Adds an approval of a gate shown with `lag_ms` (None: unmeasured).
+    pub fn accept(&mut self, lag_ms: Option<u64>) {
+        match lag_ms {
+            Some(ms) => self.lag_ms = Some(self.lag_ms.map_or(ms, |m| m.max(ms))),
+            None => self.unmeasured = true,
+        }
+    }
+
+    /// Whether the approvals cover promoting at `lag_ms` (None: the lag cannot be read now).
     pub fn covers(&self, lag_ms: Option<u64>) -> bool {
-        match (self.lag_ms, lag_ms) {
-            (None, _) => true,
-            (Some(approved), Some(now)) => now <= approved,
-            (Some(_), None) => false,
+        match lag_ms {
+            Some(now) => self.lag_ms.is_some_and(|approved| now <= approved),
+            None => self.unmeasured,
         }
     }
 }
@@ -145,6 +157,23 @@ pub fn promotion_gate(
         reason,
         lag_ms,
     })
+}
+
+/// The gate's figure as an operator saw it when approving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    /// The replication lag the gate showed, in milliseconds; None when it showed none.
+    pub lag_ms: Option<u64>,
+}
+
+fn describe_lag(lag_ms: Option<u64>) -> String {
+    match lag_ms {
+        Some(ms) => format!(
+            "a replication lag of {}",
+            super::time::fmt_duration(std::time::Duration::from_millis(ms))
+        ),
+        None => "an unmeasured replication lag".to_string(),
+    }
 }
 
 /// The handle of a change a step requested, recorded as soon as AWS returns it, so that an
@@ -317,6 +346,10 @@ pub enum RunEvent {
         step: StepName,
         /// Why.
         reason: String,
+        /// The figure the operator was shown, when the approval was given for one: refused if
+        /// the gate now shows another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shown: Option<Shown>,
     },
     /// No new step starts and steps in flight stop at their next wait.
     Paused {
@@ -724,13 +757,25 @@ impl RunState {
                 };
                 state.finished_at = Some(at);
             }
-            RunEvent::Approved { step, .. } => {
+            RunEvent::Approved { step, shown, .. } => {
                 let state = self.step_mut(*step)?;
                 let StepStatus::AwaitingApproval { lag_ms, .. } = state.status else {
                     return Err(illegal(*step, &state.status, "be approved"));
                 };
+                if let Some(shown) = shown
+                    && shown.lag_ms != lag_ms
+                {
+                    return Err(TransitionError(format!(
+                        "the approval was for {}, but {step} now waits for approval of {}; look again (`dr status`) and approve what it shows",
+                        describe_lag(shown.lag_ms),
+                        describe_lag(lag_ms)
+                    )));
+                }
                 // The approval is for the figure the gate showed, no more.
-                state.approval = Some(Approval { lag_ms });
+                state
+                    .approval
+                    .get_or_insert_with(Approval::default)
+                    .accept(lag_ms);
                 state.status = if state.attempts > 0 {
                     StepStatus::Interrupted
                 } else {
@@ -1079,6 +1124,7 @@ mod tests {
         log.ok(RunEvent::Approved {
             step: StepName::PromoteDb,
             reason: "accept".into(),
+            shown: None,
         });
         assert_eq!(
             log.state.next(&none),
@@ -1120,15 +1166,30 @@ mod tests {
             }
         ));
         assert!(log.push(started(StepName::PromoteDb, 2)).is_err());
+        // An approval of a figure the gate no longer shows is refused.
+        let stale = log
+            .push(RunEvent::Approved {
+                step: StepName::PromoteDb,
+                reason: "accept".into(),
+                shown: Some(Shown {
+                    lag_ms: Some(300_000),
+                }),
+            })
+            .unwrap_err();
+        assert!(stale.0.contains("now waits for approval of"), "{stale}");
         log.ok(RunEvent::Approved {
             step: StepName::PromoteDb,
             reason: "accept".into(),
+            shown: Some(Shown {
+                lag_ms: Some(420_000),
+            }),
         });
         let promote = &log.state.steps[&StepName::PromoteDb];
         assert_eq!(
             promote.approval,
             Some(Approval {
-                lag_ms: Some(420_000)
+                lag_ms: Some(420_000),
+                unmeasured: false,
             })
         );
         assert_eq!(
@@ -1155,6 +1216,7 @@ mod tests {
         assert_eq!(gate.lag_ms, Some(420_000));
         let approved = Approval {
             lag_ms: Some(420_000),
+            unmeasured: false,
         };
         assert_eq!(
             promotion_gate(&target, secs(400), budget, Some(&approved)),
@@ -1170,11 +1232,22 @@ mod tests {
         let unread = promotion_gate(&target, Err("throttled".into()), budget, Some(&approved));
         assert!(unread.is_some_and(|g| g.lag_ms.is_none()));
         assert!(promotion_gate(&target, Ok(None), budget, None).is_some());
-        let blind = Approval { lag_ms: None };
+        // An approval given while the lag could not be read accepts an unreadable lag, never
+        // a measured one above what was approved with a figure.
+        let mut blind = Approval::default();
+        blind.accept(None);
+        assert!(promotion_gate(&target, secs(9999), budget, Some(&blind)).is_some());
         assert_eq!(
-            promotion_gate(&target, secs(9999), budget, Some(&blind)),
+            promotion_gate(&target, Ok(None), budget, Some(&blind)),
             None
         );
+        let mut both = approved.clone();
+        both.accept(None);
+        assert_eq!(
+            promotion_gate(&target, secs(400), budget, Some(&both)),
+            None
+        );
+        assert!(promotion_gate(&target, secs(7200), budget, Some(&both)).is_some());
     }
 
     #[test]
@@ -1286,9 +1359,32 @@ mod tests {
                 step,
                 reason: "r".into()
             }),
-            step.prop_map(|step| RunEvent::Approved {
+            (
+                step.clone(),
+                prop::option::of(prop::option::of(0u64..600_000))
+            )
+                .prop_map(|(step, shown)| RunEvent::Approved {
+                    step,
+                    reason: "r".into(),
+                    shown: shown.map(|lag_ms| Shown { lag_ms }),
+                }),
+            (step.clone(), prop::option::of(0u64..600_000)).prop_map(|(step, lag_ms)| {
+                RunEvent::StepGated {
+                    step,
+                    gate: Gate {
+                        step,
+                        reason: "g".into(),
+                        lag_ms,
+                    },
+                }
+            }),
+            (step.clone(), prop::option::of(0u64..600_000))
+                .prop_map(|(step, lag_ms)| RunEvent::Promoting { step, lag_ms }),
+            step.clone().prop_map(|step| RunEvent::Requested {
                 step,
-                reason: "r".into()
+                handle: Handle::RecordChange {
+                    change_id: "C1".into()
+                }
             }),
             Just(RunEvent::Paused { reason: "p".into() }),
             Just(RunEvent::Resumed { reason: "p".into() }),

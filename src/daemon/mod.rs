@@ -27,6 +27,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How many of the latest runs the cooldown looks at: far more than a cooldown can hold, so
+/// dry runs and short runs cannot push a promotion out of sight.
+const COOLDOWN_LOOKBACK_RUNS: usize = 500;
+
 /// What stops the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -156,7 +160,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// A daemon over `engine` for `config`'s regions.
-    pub fn new(config: Config, engine: Engine, settings: DaemonSettings) -> Daemon {
+    pub fn new(config: Config, engine: Engine, mut settings: DaemonSettings) -> Daemon {
+        // A stall is judged in real time: under a simulator whose clock runs faster than real
+        // time, a tick that is late by a fraction of a real second is not a blind spell.
+        let rate = engine.clock.rate();
+        if rate > 1.0 {
+            settings.detect.max_gap = settings.detect.max_gap.mul_f64(rate);
+        }
         let trackers = config
             .topology
             .regions
@@ -475,20 +485,30 @@ impl Daemon {
 
     /// When the latest run issued (or was about to issue) a promotion: any run, automatic or
     /// manual, failover or switchover, however it ended. Its write-ahead `Promoting` event says
-    /// so even when the run was aborted or stopped right after the call.
+    /// so even when the run was aborted or stopped right after the call. A run stored before
+    /// that event existed counts from its creation if its promote-db started. The look-back
+    /// skips dry runs and reaches far past any cooldown.
     fn last_failover_at(&self) -> Result<Option<Timestamp>, DaemonError> {
         let store = &self.engine.store;
         let mut latest: Option<Timestamp> = None;
-        for header in store.list_runs(20)? {
+        for header in store.list_runs(COOLDOWN_LOOKBACK_RUNS)? {
             if header.dry_run {
                 continue;
             }
             let Some(stored) = store.load_run(&header.id)? else {
                 continue;
             };
-            if let Some(promotion) = stored.state()?.promotions.last() {
-                latest = latest.max(Some(promotion.at));
-            }
+            let state = stored.state()?;
+            let promoted = match state.promotions.last() {
+                Some(promotion) => Some(promotion.at),
+                None if header.version < 2 => state
+                    .steps
+                    .get(&crate::core::ids::StepName::PromoteDb)
+                    .filter(|s| s.attempts > 0)
+                    .map(|_| header.created_at),
+                None => None,
+            };
+            latest = latest.max(promoted);
         }
         Ok(latest)
     }
@@ -527,6 +547,10 @@ impl Daemon {
                     }
                     // Another process started a run first: the next tick sees it.
                     Err(EngineError::Store(StoreError::RunActive { .. })) => {}
+                    // Paused after this tick read the switch: the next tick holds and alerts.
+                    Err(EngineError::Store(StoreError::AutomationPaused(_))) => {
+                        tracing::info!(run = %id, "automation was paused before the run could start; not started");
+                    }
                     Err(err) => return Err(err.into()),
                 }
             }

@@ -136,7 +136,7 @@ impl Progress for Recorder {
             RunEvent::StepFailed { step, error } => format!("{step} FAILED: {error}"),
             RunEvent::StepInterrupted { step, reason } => format!("{step} interrupted: {reason}"),
             RunEvent::StepSkipped { step, reason } => format!("{step} skipped: {reason}"),
-            RunEvent::Approved { step, reason } => format!("{step} approved: {reason}"),
+            RunEvent::Approved { step, reason, .. } => format!("{step} approved: {reason}"),
             RunEvent::Paused { reason } => format!("run paused: {reason}"),
             RunEvent::Resumed { reason } => format!("run resumed: {reason}"),
             RunEvent::AbortRequested { reason } => format!("abort requested: {reason}"),
@@ -521,8 +521,15 @@ impl Drill {
                 };
                 let step = step.as_deref().and_then(StepName::parse);
                 self.recorder.push(now, "operator: dr approve".into());
-                match control::approve(store.as_ref(), &run, step, &actor, "approved in drill", now)
-                {
+                match control::approve(
+                    store.as_ref(),
+                    &run,
+                    step,
+                    None,
+                    &actor,
+                    "approved in drill",
+                    now,
+                ) {
                     Ok(record) => {
                         self.recorder.event(&run, &record);
                         if !self.executor_running() {

@@ -5,7 +5,7 @@
 
 use super::EngineError;
 use crate::core::ids::{Actor, RunId, StepName};
-use crate::core::run::{EventRecord, RunEvent, RunOutcome, RunStatus, StepStatus};
+use crate::core::run::{EventRecord, RunEvent, RunOutcome, RunStatus, Shown, StepStatus};
 use crate::core::time::Timestamp;
 use crate::store::{Store, StoreError};
 
@@ -26,11 +26,13 @@ pub fn resolve_run(store: &dyn Store, named: Option<&RunId>) -> Result<RunId, En
     }
 }
 
-/// Approves the step that waits for approval (or the one named).
+/// Approves the step that waits for approval (or the one named). With `shown`, the approval is
+/// for that figure only and is refused if the gate now shows another.
 pub fn approve(
     store: &dyn Store,
     run: &RunId,
     step: Option<StepName>,
+    shown: Option<Shown>,
     actor: &Actor,
     reason: &str,
     at: Timestamp,
@@ -73,6 +75,7 @@ pub fn approve(
         RunEvent::Approved {
             step,
             reason: reason.to_string(),
+            shown,
         },
     )?)
 }

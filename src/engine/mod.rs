@@ -253,7 +253,7 @@ impl StepCtx {
         }
         if let Some(why) = self.blocked() {
             self.wait(&format!("permission to act ({why})")).await;
-            return Mutation::Retry;
+            return Mutation::Retry { unsure: false };
         }
         self.progress
             .calling(self.step, self.clock.now(), operation, false);
@@ -269,7 +269,9 @@ impl StepCtx {
                     .retrying(self.step, self.clock.now(), &err, backoff);
                 self.set_waiting(&format!("a retry after: {err}"));
                 self.clock.sleep(backoff).await;
-                Mutation::Retry
+                Mutation::Retry {
+                    unsure: !matches!(err, ProviderError::Throttled { .. }),
+                }
             }
             Err(err) => Mutation::Failed(err),
         }

@@ -303,6 +303,7 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
     // target already in flight (an earlier request whose answer was lost), which is progress.
     let mut refusal: Option<String> = None;
     let mut lag_read: Option<u64> = None;
+    let mut settle = 0u32;
     loop {
         let cluster = ctx
             .read(|| {
@@ -354,6 +355,13 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
             }
             None if requested => {
                 ctx.wait("FailoverState to appear after the request").await;
+            }
+            None if settle > 0 => {
+                settle -= 1;
+                ctx.wait(
+                    "the outcome of a promotion call that failed (it may have been applied; FailoverState can take a moment to show)",
+                )
+                .await;
             }
             None => {
                 if let Some(refusal) = refusal.take() {
@@ -407,7 +415,7 @@ async fn promote_db(ctx: &StepCtx, promotion: &Promotion<'_>) -> Result<StepOutc
                         });
                     }
                     Mutation::Done(_) => requested = true,
-                    Mutation::Retry => {}
+                    Mutation::Retry { .. } => {}
                     Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
                         refusal = Some(err.to_string());
                     }
@@ -573,7 +581,7 @@ async fn scale_nodegroup(
                 }
                 acted = true;
             }
-            Mutation::Retry => {}
+            Mutation::Retry { .. } => {}
             Mutation::Failed(err) => return Err(err.to_string()),
         }
     }
@@ -623,7 +631,7 @@ async fn scale_asg(
                 });
             }
             Mutation::Done(_) => acted = true,
-            Mutation::Retry => {}
+            Mutation::Retry { .. } => {}
             Mutation::Failed(err) => return Err(err.to_string()),
         }
     }
@@ -705,7 +713,7 @@ async fn repoint_dns(
                 }
                 submitted = true;
             }
-            Mutation::Retry => {}
+            Mutation::Retry { .. } => {}
             // Refused (a DELETE of a record already gone, say, after an earlier attempt whose
             // answer was lost): look again before giving up.
             Mutation::Failed(err @ ProviderError::InvalidState { .. }) => {
@@ -823,8 +831,12 @@ pub enum Mutation<T> {
     DryRun,
     /// Made.
     Done(T),
-    /// Failed transiently; observe again before deciding to call again.
-    Retry,
+    /// Not made, or failed transiently; observe again before deciding to call again.
+    Retry {
+        /// The call may have been applied all the same (a 5xx or a timeout, not a throttle or
+        /// a pause): its effect may take a moment to show.
+        unsure: bool,
+    },
     /// Failed for good.
     Failed(ProviderError),
 }

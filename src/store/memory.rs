@@ -5,7 +5,7 @@ use super::{
 };
 use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
-use crate::core::run::{EventRecord, RunEvent, RunHeader};
+use crate::core::run::{EventRecord, RunEvent, RunHeader, Trigger};
 use crate::core::time::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -45,6 +45,9 @@ impl Store for MemoryStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner();
+        if matches!(header.trigger, Trigger::Automatic { .. }) && inner.automation.paused {
+            return Err(StoreError::AutomationPaused(header.id.clone()));
+        }
         if let Some(active) = &inner.active {
             let status = status_text(&inner.runs[active]);
             return Err(StoreError::RunActive {

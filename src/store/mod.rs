@@ -76,6 +76,11 @@ pub enum StoreError {
     /// The event is not allowed in the run's state.
     #[error("refused: {0}")]
     Refused(#[from] TransitionError),
+    /// An automatic run was not created: automation was paused, in the same transaction.
+    #[error(
+        "automation is paused, so the automatic run {0} was not started; `dr unpause` turns automation back on"
+    )]
+    AutomationPaused(RunId),
 }
 
 /// One line of the audit log.
@@ -124,7 +129,7 @@ impl AuditEntry {
             RunEvent::StepSkipped { step, reason } => {
                 (format!("step {step} skipped"), reason.clone())
             }
-            RunEvent::Approved { step, reason } => {
+            RunEvent::Approved { step, reason, .. } => {
                 (format!("step {step} approved"), reason.clone())
             }
             RunEvent::Paused { reason } => ("run paused".into(), reason.clone()),
@@ -505,5 +510,21 @@ pub(crate) mod contract {
             store.daemon_status().unwrap().as_deref(),
             Some("{\"decision\":\"nothing\"}")
         );
+
+        // With automation paused, an automatic run is refused in the creating transaction, so
+        // a pause recorded after the daemon decided still wins; an operator's run is not.
+        let mut automatic = header("r-auto");
+        automatic.trigger = Trigger::Automatic {
+            reason: "east failed".into(),
+        };
+        let err = store
+            .create_run(&automatic, &Actor::new("daemon"), "east failed")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AutomationPaused(_)), "{err}");
+        assert!(store.load_run(&RunId::new("r-auto")).unwrap().is_none());
+        let err = store
+            .create_run(&header("r-manual"), &alice, "by hand")
+            .unwrap_err();
+        assert!(!matches!(err, StoreError::AutomationPaused(_)), "{err}");
     }
 }

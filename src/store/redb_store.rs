@@ -12,7 +12,7 @@ use super::{
 };
 use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
-use crate::core::run::{EventRecord, RunEvent, RunHeader};
+use crate::core::run::{EventRecord, RunEvent, RunHeader, Trigger};
 use crate::core::time::Timestamp;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::io::Read;
@@ -266,6 +266,25 @@ impl Store for RedbStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        // A pause recorded after the daemon decided still stops its run: checked in the same
+        // write transaction that creates the run.
+        if matches!(header.trigger, Trigger::Automatic { .. }) {
+            let paused = match txn
+                .open_table(META)
+                .map_err(|e| self.io(e))?
+                .get("automation")
+                .map_err(|e| self.io(e))?
+            {
+                Some(text) => {
+                    self.decode::<Automation>("automation", text.value().as_bytes())?
+                        .paused
+                }
+                None => false,
+            };
+            if paused {
+                return Err(StoreError::AutomationPaused(header.id.clone()));
+            }
+        }
         let active = txn
             .open_table(META)
             .map_err(|e| self.io(e))?

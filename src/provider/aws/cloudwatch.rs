@@ -15,6 +15,19 @@ use std::time::{Duration, SystemTime};
 /// How far back a datapoint still counts as recent.
 pub const LAG_LOOKBACK: Duration = Duration::from_secs(300);
 
+/// The length of one datapoint of the lag metric.
+pub const LAG_PERIOD: Duration = Duration::from_secs(60);
+
+/// The largest lag there can be now, from a datapoint (the maximum over the minute starting at
+/// `start`): the lag grows by at most a second per second, so a stale datapoint is aged by the
+/// time since its minute ended. A stalled replication whose last datapoint said 1 s therefore
+/// reads as minutes, not as 1 s.
+pub fn lag_bound(max_ms: f64, start: SystemTime, now: SystemTime) -> Duration {
+    let end = start + LAG_PERIOD;
+    let age = now.duration_since(end).unwrap_or(Duration::ZERO);
+    Duration::from_secs_f64(max_ms / 1000.0) + age
+}
+
 /// `ReplicationLag` on CloudWatch, with a client per region.
 pub struct CloudWatchLag {
     clients: BTreeMap<RegionName, aws_sdk_cloudwatch::Client>,
@@ -100,13 +113,14 @@ impl ReplicationLag for CloudWatchLag {
             .filter(|r| r.id() == Some("lag"))
             .flat_map(|r| r.timestamps().iter().zip(r.values()))
             .max_by(|a, b| a.0.cmp(b.0))
-            .map(|(_, ms)| *ms);
+            .map(|(at, ms)| (*at, *ms));
         match newest {
             None => Ok(None),
-            Some(ms) if ms.is_finite() && ms >= 0.0 => {
-                Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
+            Some((at, ms)) if ms.is_finite() && ms >= 0.0 => {
+                let start = SystemTime::try_from(at).unwrap_or(now);
+                Ok(Some(lag_bound(ms, start, now)))
             }
-            Some(ms) => Err(call.invalid(format!("CloudWatch answered a lag of {ms} ms"))),
+            Some((_, ms)) => Err(call.invalid(format!("CloudWatch answered a lag of {ms} ms"))),
         }
     }
 }
@@ -148,12 +162,17 @@ mod tests {
         )
     }
 
+    /// An answer with these (second, milliseconds) datapoints, moved in time so that the
+    /// newest one is the minute in progress.
     fn datapoints(points: &[(i64, f64)]) -> GetMetricDataOutput {
         let mut result = MetricDataResult::builder()
             .id("lag")
             .label("AuroraGlobalDBRPOLag");
+        let newest = points.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let now = DateTime::from(SystemTime::now()).secs();
         for (seconds, ms) in points {
-            result = result.timestamps(DateTime::from_secs(*seconds)).values(*ms);
+            let at = now - 30 - (newest - seconds);
+            result = result.timestamps(DateTime::from_secs(at)).values(*ms);
         }
         GetMetricDataOutput::builder()
             .metric_data_results(result.build())
@@ -183,6 +202,17 @@ mod tests {
             .unwrap();
         assert_eq!(read, Some(Duration::from_millis(2_500)));
         assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[test]
+    fn a_stale_datapoint_is_aged_by_the_time_since_its_minute_ended() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        // Still inside its minute, or just ended: the value as read.
+        let fresh = lag_bound(1_000.0, start, start + Duration::from_secs(30));
+        assert_eq!(fresh, Duration::from_secs(1));
+        // Four minutes after its minute ended, replication may have stalled since.
+        let stale = lag_bound(1_000.0, start, start + Duration::from_secs(300));
+        assert_eq!(stale, Duration::from_secs(241));
     }
 
     #[tokio::test]
