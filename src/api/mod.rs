@@ -6,6 +6,7 @@
 //! maps failures to deliberate statuses and never shows internals.
 
 pub mod auth;
+pub mod guard;
 mod metrics;
 
 use crate::clock::Clock;
@@ -83,7 +84,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
             StoreError::Refused(_) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
-            StoreError::Damaged { .. }
+            StoreError::ReadOnly(_)
+            | StoreError::Damaged { .. }
             | StoreError::Io { .. }
             | StoreError::UnsupportedVersion { .. } => {
                 tracing::error!(error = %err, "store error in the API");
@@ -222,6 +224,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/unpause", post(unpause))
         .route("/api/v1/ack", post(ack))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard::Idempotency::default()),
+            guard::guard_actions,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -242,8 +248,19 @@ async fn page() -> impl IntoResponse {
     )
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn health(State(state): State<ApiState>) -> Response {
+    match state.daemon.store_failure() {
+        None => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        // Details stay in the daemon's log: /health is unauthenticated.
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "store-unusable",
+                "error": "the store cannot be used; see the daemon's log, then move the file aside or restore it",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {

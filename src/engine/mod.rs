@@ -54,6 +54,8 @@ pub trait Progress: Send + Sync {
     fn retrying(&self, _step: StepName, _at: Timestamp, _error: &ProviderError, _after: Duration) {}
     /// The daemon decided (called when the decision changes).
     fn decided(&self, _at: Timestamp, _decision: &crate::core::decision::Decision) {}
+    /// The daemon's store stopped working (called once, when it starts failing).
+    fn store_failed(&self, _at: Timestamp, _error: &str) {}
 }
 
 /// Reports nothing.

@@ -356,6 +356,19 @@ impl Progress for Notifier {
             resolves: false,
         });
     }
+
+    fn store_failed(&self, at: Timestamp, error: &str) {
+        self.send(Notice {
+            kind: NoticeKind::Alert,
+            at,
+            run: None,
+            summary: format!(
+                "the store cannot be used; the daemon is unhealthy and will not act: {error}"
+            ),
+            severity: Severity::Critical,
+            resolves: false,
+        });
+    }
 }
 
 /// Hands every event to several progress listeners.
@@ -392,6 +405,9 @@ impl Progress for Fanout {
     }
     fn decided(&self, at: Timestamp, decision: &Decision) {
         self.0.iter().for_each(|p| p.decided(at, decision));
+    }
+    fn store_failed(&self, at: Timestamp, error: &str) {
+        self.0.iter().for_each(|p| p.store_failed(at, error));
     }
 }
 
