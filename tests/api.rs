@@ -870,3 +870,67 @@ async fn a_daemon_whose_store_breaks_is_unhealthy_and_alerts_once() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_a_401_says_bearer() {
+    let api = api().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let request = Request::get("/api/v1/status")
+            .header(header::AUTHORIZATION, format!("{scheme} {READ}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = api.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "scheme {scheme}");
+    }
+    for authorization in [
+        None,
+        Some(format!("Basic {READ}")),
+        Some("Bearer wrong-secret-0000000".into()),
+    ] {
+        let mut request = Request::get("/api/v1/status");
+        if let Some(value) = &authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = api
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert!(
+            challenge.to_str().unwrap().starts_with("Bearer"),
+            "{challenge:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_error_has_the_documented_json_shape() {
+    let api = api().await;
+    let long = format!("/api/v1/runs/{}", "a".repeat(5000));
+    let cases = [
+        ("DELETE", "/api/v1/status", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/api/v1/failover", StatusCode::METHOD_NOT_ALLOWED),
+        ("PUT", "/health", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", long.as_str(), StatusCode::URI_TOO_LONG),
+        ("GET", "/api/v1/runs/%FF%FE", StatusCode::BAD_REQUEST),
+        ("GET", "/api/v1/nothing-here", StatusCode::NOT_FOUND),
+        ("GET", "/api/v1/runs?limit=many", StatusCode::BAD_REQUEST),
+    ];
+    for (method, uri, want) in cases {
+        let answer = api.call(method, uri, Some(READ), None).await;
+        assert_eq!(answer.status, want, "{method} {uri}: {}", answer.text);
+        assert_eq!(
+            answer.body["status"],
+            want.as_u16(),
+            "{method} {uri}: {}",
+            answer.text
+        );
+        let message = answer.body["error"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{method} {uri}: {}", answer.text);
+    }
+    let allowed = api.call("DELETE", "/api/v1/status", Some(READ), None).await;
+    assert!(allowed.text.contains("not allowed"), "{}", allowed.text);
+}

@@ -72,8 +72,86 @@ impl IntoResponse for ApiError {
             "error": self.message,
             "status": self.status.as_u16(),
         }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"dr\""),
+            );
+        }
+        response
     }
+}
+
+/// Longest request target accepted, path and query.
+pub const MAX_URI_BYTES: usize = 4096;
+
+/// Refuses a request target over `MAX_URI_BYTES` with 414, before routing.
+async fn limit_uri(request: Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {length} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Gives every error the documented JSON shape, `{"error": "...", "status": N}`, whoever made
+/// it: axum's own rejections (405, a path that does not decode) are plain text otherwise.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if allowed.is_empty() {
+                "this method is not allowed on this path: reads are GET, actions are POST".into()
+            } else {
+                format!("this method is not allowed on this path; use {allowed}")
+            }
+        }
+        StatusCode::BAD_REQUEST => format!(
+            "the request cannot be read: {}",
+            detail.unwrap_or_else(|| "bad request".into())
+        ),
+        _ => detail.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase()),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({
+        "error": message,
+        "status": status.as_u16(),
+    }))
+    .unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 impl From<StoreError> for ApiError {
@@ -147,6 +225,15 @@ where
     }
 }
 
+/// The credentials of an `Authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 7235).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
 /// The authenticated caller.
 pub struct Caller {
     /// The token's name: the actor in the audit log.
@@ -192,7 +279,7 @@ impl FromRequestParts<ApiState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .ok_or_else(|| unauthorized("send a token: Authorization: Bearer <token>"))?;
         let token = state
             .tokens
@@ -229,6 +316,8 @@ pub fn app(state: ApiState) -> Router {
             guard::guard_actions,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(limit_uri))
         .with_state(state)
 }
 
