@@ -418,7 +418,7 @@ pub fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dr: {}", err.message);
+            eprintln!("dr: {}", render::safe_block(&err.message));
             err.code
         }
     }
@@ -864,7 +864,7 @@ async fn start_via_api(
                     .as_str()
                     .map(|s| format!(": {s}"))
                     .unwrap_or_default();
-                eprintln!("{name}: {status}{summary}");
+                eprintln!("{}", render::safe(&format!("{name}: {status}{summary}")));
             }
             seen.insert(name, status);
         }
@@ -887,7 +887,7 @@ async fn start_via_api(
             if json {
                 print_json(&run);
             } else {
-                eprintln!("run {id}: {}", run["status"]);
+                eprintln!("{}", render::safe(&format!("run {id}: {}", run["status"])));
             }
             return Ok(code);
         }
@@ -949,7 +949,7 @@ async fn execute_foreground(
         ExecOutcome::Finished(outcome) if outcome.is_success() => exit::OK,
         ExecOutcome::Finished(_) => exit::RUN_FAILED,
         ExecOutcome::Blocked(status) => {
-            eprintln!("{}", next_action_hint(run, &status));
+            eprintln!("{}", render::safe_block(&next_action_hint(run, &status)));
             exit::NEEDS_OPERATOR
         }
         ExecOutcome::ShutDown => exit::INTERRUPTED,
@@ -1018,7 +1018,12 @@ impl Printer {
     fn line(&self, at: Timestamp, text: &str) {
         if !self.quiet {
             let elapsed = at.since(self.started).as_secs();
-            eprintln!("[+{:02}:{:02}] {text}", elapsed / 60, elapsed % 60);
+            eprintln!(
+                "[+{:02}:{:02}] {}",
+                elapsed / 60,
+                elapsed % 60,
+                render::safe(text)
+            );
         }
     }
 }
@@ -1079,7 +1084,10 @@ impl Progress for Printer {
     fn calling(&self, step: StepName, at: Timestamp, operation: &Operation, dry_run: bool) {
         if dry_run {
             // Dry-run mutations go to stdout: they are the command's result.
-            println!("DRY RUN {step}: would call {operation}");
+            println!(
+                "DRY RUN {step}: would call {}",
+                render::safe(&operation.to_string())
+            );
         } else {
             self.line(at, &format!("{step}: calling {operation}"));
         }
@@ -1533,7 +1541,7 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
             };
             if seen.get(step) != Some(&text) {
                 if !json {
-                    eprintln!("{step}: {text}");
+                    eprintln!("{step}: {}", render::safe(&text));
                 }
                 seen.insert(*step, text);
             }
@@ -1550,9 +1558,12 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
             if json {
                 print_json(&render::run_json(&stored, None));
             } else {
-                println!("run {run}: {}", state.status());
+                println!("run {run}: {}", render::safe(&state.status().to_string()));
                 if code == exit::NEEDS_OPERATOR {
-                    eprintln!("{}", next_action_hint(&run, &state.status()));
+                    eprintln!(
+                        "{}",
+                        render::safe_block(&next_action_hint(&run, &state.status()))
+                    );
                 }
             }
             return Ok(code);
@@ -1704,7 +1715,10 @@ fn report_control(store: &dyn Store, run: &RunId, json: bool, what: &str) -> Cli
     if json {
         print_json(&render::run_json(&stored, None));
     } else {
-        println!("run {run}: {what} (status: {})", stored.state()?.status());
+        println!(
+            "run {run}: {what} (status: {})",
+            render::safe(&stored.state()?.status().to_string())
+        );
     }
     Ok(exit::OK)
 }
@@ -1740,7 +1754,7 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
     if json {
         print_json(&report);
     } else {
-        print!("{}", report.render());
+        print!("{}", render::safe_block(&report.render()));
     }
     Ok(if report.passed {
         exit::OK
@@ -1791,7 +1805,7 @@ async fn drill_dry_run(config: &Config, scenario: &scenario::Scenario, json: boo
         );
         if let Err(err) = created {
             failed += 1;
-            println!("run {id}: refused: {err}");
+            println!("run {id}: refused: {}", render::safe(&err.to_string()));
             continue;
         }
         match engine.execute(&id, &CancellationToken::new()).await? {
