@@ -14,6 +14,7 @@ use dr::store::{RedbStore, Store};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 const OPERATE: &str = "alice-operate-secret-0001";
@@ -933,4 +934,52 @@ async fn every_error_has_the_documented_json_shape() {
     }
     let allowed = api.call("DELETE", "/api/v1/status", Some(READ), None).await;
     assert!(allowed.text.contains("not allowed"), "{}", allowed.text);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_stops_showing_a_run_as_active_as_soon_as_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::example_config(dir.path());
+    let (sim, clock) = common::sim(&config);
+    let store: Arc<dyn Store> = Arc::new(dr::store::MemoryStore::new());
+    let engine = common::engine(store.clone(), &sim, &clock);
+    let daemon = Daemon::new(
+        config.clone(),
+        engine.clone(),
+        DaemonSettings::from_config(&config, None),
+    );
+    let handle = daemon.handle();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(daemon.run(shutdown.clone()));
+    let poll = config.detection.poll_interval;
+    while handle.status().is_none() {
+        tokio::time::sleep(poll / 10).await;
+    }
+    let run = common::create_failover(
+        &engine,
+        &config,
+        "r-1",
+        dr::core::plan::RunKind::Failover,
+        "us-east-1",
+        "us-west-2",
+    );
+    handle.nudge.notify_one();
+    // Follow the run in steps far shorter than a poll, until it has ended.
+    let ended_at = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stored = store.load_run(&run).unwrap().unwrap();
+        if let Some(last) = stored.events.last()
+            && matches!(last.event, dr::core::run::RunEvent::Finished { .. })
+        {
+            break last.at;
+        }
+    };
+    // Well within one poll of the end, the daemon's status no longer names the run as active.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let status = handle.status().unwrap();
+    assert!(status.at >= ended_at, "no status since the run ended");
+    assert_eq!(status.active_run, None, "{}", status.reason);
+    assert!(!status.reason.contains("is active"), "{}", status.reason);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }

@@ -866,3 +866,32 @@ fn a_request_the_cli_gave_up_on_is_never_carried_out_later() {
     drop(lines);
     let _ = stop(daemon);
 }
+
+#[test]
+fn the_plan_shown_before_a_failover_carries_the_request_tokens_that_are_sent() {
+    let env = Env::new(3000);
+    let out = env.run(&["failover", "--to", "us-west-2", "--yes"]);
+    expect(&out, 0, "started");
+    let text = stderr(&out);
+    assert!(!text.contains("<run-id>"), "{text}");
+    let shown: Vec<&str> = text
+        .split("clientRequestToken=")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == ')')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !shown.is_empty(),
+        "the plan shows no request token:\n{text}"
+    );
+    let world = env.world().to_string();
+    for token in shown {
+        assert!(
+            world.contains(token),
+            "token {token} was shown but not sent"
+        );
+    }
+}

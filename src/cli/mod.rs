@@ -680,20 +680,21 @@ async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) ->
     };
     let plan = build_plan(&config.topology, &request, &config.plan)
         .map_err(|e| CliError::bad_input(e.to_string()))?;
-    if !args.dry_run {
-        let what = match kind {
+    let what = (!args.dry_run).then(|| match kind {
             RunKind::Failover => format!(
                 "UNPLANNED FAILOVER from {from} to {to}: promotes {to}'s database with AllowDataLoss=true (writes not yet replicated are lost), scales {to} up and removes {from} from DNS.",
             ),
             RunKind::Switchover => format!(
                 "Planned switchover from {from} to {to}: moves the writer with no data loss and scales {to} up.",
             ),
-        };
-        eprint!("{}", plan.render(&RunId::new("<run-id>")));
-        confirm(&what, to.as_str(), args.yes)?;
+    });
+    // The id is chosen before the plan is shown, so the request tokens shown are those sent.
+    let id = new_run_id(clock.now());
+    if let Some(what) = &what {
+        eprint!("{}", plan.render(&id));
+        confirm(what, to.as_str(), args.yes)?;
     }
     let engine = engine(config, store.clone(), providers, clock.clone(), json);
-    let id = new_run_id(clock.now());
     let header = engine.create_run(
         &config.topology,
         &config.plan,

@@ -308,9 +308,13 @@ impl Daemon {
     fn spawn_executor(&mut self, run: RunId) {
         let engine = self.engine.clone();
         let stop = self.executor_stop.clone();
-        self.executor = Some(tokio::spawn(
-            async move { engine.execute(&run, &stop).await },
-        ));
+        // When the run ends, tick at once so the published status stops showing it as active.
+        let nudge = self.handle.nudge.clone();
+        self.executor = Some(tokio::spawn(async move {
+            let outcome = engine.execute(&run, &stop).await;
+            nudge.notify_one();
+            outcome
+        }));
     }
 
     fn executor_running(&self) -> bool {
