@@ -713,6 +713,7 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_starts_one_run() {
 struct Breakable {
     inner: Arc<dyn Store>,
     broken: std::sync::atomic::AtomicBool,
+    listings: std::sync::atomic::AtomicUsize,
 }
 
 impl Breakable {
@@ -759,6 +760,8 @@ impl Store for Breakable {
         limit: usize,
     ) -> Result<Vec<dr::core::run::RunHeader>, dr::store::StoreError> {
         self.check()?;
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.list_runs(limit)
     }
     fn active_run(&self) -> Result<Option<dr::core::ids::RunId>, dr::store::StoreError> {
@@ -817,6 +820,7 @@ async fn a_daemon_whose_store_breaks_is_unhealthy_and_alerts_once() {
     let store = Arc::new(Breakable {
         inner: Arc::new(dr::store::MemoryStore::new()),
         broken: false.into(),
+        listings: 0.into(),
     });
     let alerts = Arc::new(StoreAlerts::default());
     let mut engine = common::engine(store.clone(), &sim, &clock);
@@ -982,4 +986,110 @@ async fn the_status_stops_showing_a_run_as_active_as_soon_as_it_ends() {
     assert!(!status.reason.contains("is active"), "{}", status.reason);
     shutdown.cancel();
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_cut_and_health_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = api().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let limits = dr::api::serve::Limits {
+        header_read_timeout: Duration::from_millis(400),
+        busy_header_read_timeout: Duration::from_millis(100),
+        max_connection_age: Duration::from_secs(30),
+        max_connections: 16,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(dr::api::serve::serve(
+        listener,
+        api.router.clone(),
+        limits,
+        shutdown.clone(),
+    ));
+    // 300 clients that start a request and never finish it.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+            let _ = stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await;
+            slow.push(stream);
+        }
+    }
+    // Each is closed by the server, none is held past the header deadline (bounded wait).
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        for stream in &mut slow {
+            let mut buf = [0u8; 512];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "half-sent requests were held open");
+    // /health answers while the flood is on: a probe that sends its request at once.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+            let _ = stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                .await;
+            flood.push(stream);
+        }
+    }
+    let client = reqwest::Client::new();
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(response) = client.get(format!("http://{address}/health")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "/health did not answer under the flood");
+    drop(flood);
+    shutdown.cancel();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_metrics_scrape_does_not_read_the_runs_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::example_config(dir.path());
+    let (sim, clock) = common::sim(&config);
+    let store = Arc::new(Breakable {
+        inner: Arc::new(dr::store::MemoryStore::new()),
+        broken: false.into(),
+        listings: 0.into(),
+    });
+    let engine = common::engine(store.clone(), &sim, &clock);
+    let mut daemon = Daemon::new(
+        config.clone(),
+        engine.clone(),
+        DaemonSettings::from_config(&config, None),
+    );
+    daemon.tick().await.unwrap();
+    let router = app(ApiState {
+        config: Arc::new(config),
+        engine,
+        daemon: daemon.handle(),
+        tokens: Arc::new(Tokens::default()),
+    });
+    let before = store.listings.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..50 {
+        let response = router
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let listings = store.listings.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(listings, 1, "50 scrapes listed the runs {listings} times");
 }

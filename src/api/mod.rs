@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod guard;
 mod metrics;
+pub mod serve;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -294,11 +295,15 @@ impl FromRequestParts<ApiState> for Caller {
 
 /// Every route.
 pub fn app(state: ApiState) -> Router {
+    let metrics_cache = Arc::new(metrics::Cache::default());
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(move |state: State<ApiState>| metrics_text(state, metrics_cache.clone())),
+        )
         .route("/api/v1/status", get(status))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
@@ -363,8 +368,14 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let text = metrics::render(&state)?;
+async fn metrics_text(
+    State(state): State<ApiState>,
+    cache: Arc<metrics::Cache>,
+) -> Result<Response, ApiError> {
+    // Store reads block: off the runtime that runs the daemon and the other requests.
+    let text = tokio::task::spawn_blocking(move || metrics::render(&state, &cache))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics failed"))??;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

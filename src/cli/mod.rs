@@ -1664,11 +1664,12 @@ async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
         .unwrap_or_default();
     tracing::info!(address = %address, "serving the API, the status page and /metrics");
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, crate::api::app(state))
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
+    let server = tokio::spawn(crate::api::serve::serve(
+        listener,
+        crate::api::app(state),
+        crate::api::serve::Limits::default(),
+        server_stop,
+    ));
     daemon
         .run(shutdown)
         .await
