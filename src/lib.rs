@@ -14,4 +14,5 @@ pub mod drill;
 pub mod engine;
 pub mod notify;
 pub mod provider;
+pub mod secret;
 pub mod store;

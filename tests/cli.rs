@@ -848,3 +848,88 @@ fn dr_failover_goes_through_the_daemons_api_when_a_daemon_holds_the_store() {
     assert_eq!(runs[0]["status"]["outcome"], "succeeded");
     let _ = stop(daemon);
 }
+
+#[test]
+fn a_request_the_cli_gave_up_on_is_never_carried_out_later() {
+    let env = Env::new(60);
+    let operate = "oncall-operate-secret-0001";
+    let mut command = env.command(&["daemon"]);
+    command.env("DR_API_TOKENS", format!("oncall:operate:{operate}"));
+    let mut daemon = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The daemon's log, line by line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let log = daemon.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's API did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The daemon stops answering; the kernel still takes the request.
+    signal(&daemon, "STOP");
+    let mut failover = env.command(&["failover", "--to", "us-west-2", "--yes"]);
+    failover
+        .env("DR_API_TOKEN", operate)
+        .env("DR_API_TIMEOUT", "1s");
+    let out = failover.output().unwrap();
+    expect(&out, 8, "outcome is unknown");
+    assert!(stderr(&out).contains("dr status") && stderr(&out).contains("dr runs"));
+    // Once it runs again it reads the request, finds it past its deadline, and does nothing.
+    signal(&daemon, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the daemon never refused the late request");
+        if line.contains("read after its deadline") {
+            break;
+        }
+    }
+    assert_eq!(env.json(&["runs"]).as_array().unwrap().len(), 0);
+    assert!(env.world()["calls"].as_array().unwrap().is_empty());
+    drop(lines);
+    let _ = stop(daemon);
+}
+
+#[test]
+fn the_plan_shown_before_a_failover_carries_the_request_tokens_that_are_sent() {
+    let env = Env::new(3000);
+    let out = env.run(&["failover", "--to", "us-west-2", "--yes"]);
+    expect(&out, 0, "started");
+    let text = stderr(&out);
+    assert!(!text.contains("<run-id>"), "{text}");
+    let shown: Vec<&str> = text
+        .split("clientRequestToken=")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == ')')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !shown.is_empty(),
+        "the plan shows no request token:\n{text}"
+    );
+    let world = env.world().to_string();
+    for token in shown {
+        assert!(
+            world.contains(token),
+            "token {token} was shown but not sent"
+        );
+    }
+}

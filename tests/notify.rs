@@ -121,7 +121,7 @@ async fn failover_with(notifier: Notifier) -> ExecOutcome {
 async fn a_run_notifies_slack_and_pagerduty_in_their_formats() {
     let (base, received) = receiver(0).await;
     let sinks = Sinks {
-        slack_url: Some(format!("{base}/slack")),
+        slack_url: Some(format!("{base}/slack").into()),
         pagerduty: Some((format!("{base}/pagerduty"), "routing-key-1".into())),
     };
     let (notifier, _task) = Notifier::start(sinks, quick());
@@ -172,7 +172,7 @@ async fn a_run_notifies_slack_and_pagerduty_in_their_formats() {
 async fn a_receiver_that_fails_first_gets_the_notice_after_retries() {
     let (base, received) = receiver(2).await;
     let sinks = Sinks {
-        slack_url: Some(format!("{base}/slack")),
+        slack_url: Some(format!("{base}/slack").into()),
         pagerduty: None,
     };
     let (notifier, _task) = Notifier::start(sinks, quick());
@@ -195,7 +195,7 @@ async fn a_receiver_that_fails_first_gets_the_notice_after_retries() {
 async fn a_receiver_that_is_down_never_blocks_the_run_or_the_other_sink() {
     let (base, received) = receiver(0).await;
     let sinks = Sinks {
-        slack_url: Some(format!("{}/slack", down().await)),
+        slack_url: Some(format!("{}/slack", down().await).into()),
         pagerduty: Some((format!("{base}/pagerduty"), "key".into())),
     };
     let (notifier, _task) = Notifier::start(sinks, quick());
@@ -211,7 +211,7 @@ async fn queued_notices_cost_the_run_nothing_while_the_receiver_is_down() {
     // The notifier would keep retrying for far longer than the run takes; the run finishes
     // regardless of the dead receiver.
     let sinks = Sinks {
-        slack_url: Some(format!("{}/slack", down().await)),
+        slack_url: Some(format!("{}/slack", down().await).into()),
         pagerduty: None,
     };
     let (notifier, _task) = Notifier::start(
@@ -224,4 +224,79 @@ async fn queued_notices_cost_the_run_nothing_while_the_receiver_is_down() {
     );
     let outcome = failover_with(notifier).await;
     assert_eq!(outcome, ExecOutcome::Finished(RunOutcome::Succeeded));
+}
+
+/// A loopback receiver that accepts connections and never answers.
+async fn hanging() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_delay_the_other() {
+    let (base, received) = receiver(0).await;
+    let sinks = Sinks {
+        slack_url: Some(format!("{}/slack", hanging().await).into()),
+        pagerduty: Some((format!("{base}/pagerduty"), "key".into())),
+    };
+    // Each Slack attempt waits a minute for an answer that never comes.
+    let (notifier, _task) = Notifier::start(
+        sinks,
+        Retry {
+            attempts: 5,
+            first_backoff: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(60),
+        },
+    );
+    for n in 0..3 {
+        notifier.send(dr::notify::Notice {
+            kind: dr::notify::NoticeKind::Alert,
+            at: dr::core::time::Timestamp(n),
+            run: None,
+            summary: format!("alert {n}"),
+            severity: dr::notify::Severity::Warning,
+            resolves: false,
+        });
+    }
+    // PagerDuty gets all three while Slack is still waiting on its first (wait_for gives up
+    // after 5 s, far below one Slack attempt).
+    let bodies = wait_for(&received, 3).await;
+    assert!(bodies.iter().all(|(path, _)| path == "/pagerduty"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_gets_no_answer_is_given_up_after_its_timeout() {
+    let sinks = Sinks {
+        slack_url: Some(format!("{}/slack", hanging().await).into()),
+        pagerduty: None,
+    };
+    let (notifier, task) = Notifier::start(
+        sinks,
+        Retry {
+            attempts: 2,
+            first_backoff: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+        },
+    );
+    notifier.send(dr::notify::Notice {
+        kind: dr::notify::NoticeKind::Alert,
+        at: dr::core::time::Timestamp(0),
+        run: None,
+        summary: "x".into(),
+        severity: dr::notify::Severity::Warning,
+        resolves: false,
+    });
+    drop(notifier);
+    // Two attempts of 5 s and a 1 s backoff: the task ends within 11 s of virtual time.
+    tokio::time::timeout(Duration::from_secs(12), task)
+        .await
+        .expect("the delivery task outlived its attempts' timeouts")
+        .unwrap();
 }

@@ -1,6 +1,10 @@
 //! API tokens: loaded from a file or the environment (never the TOML), each with a name and a
 //! role, compared in constant time. The token's name is the actor in the audit log.
+//!
+//! A secret is a `Secret` from the moment it is read, and no error repeats a field of a line it
+//! refuses: a line with its fields swapped would otherwise print the secret.
 
+use crate::secret::Secret;
 use std::path::Path;
 
 /// What a token may do.
@@ -20,7 +24,7 @@ pub struct Token {
     pub name: String,
     /// What it may do.
     pub role: Role,
-    secret: Vec<u8>,
+    secret: Secret,
 }
 
 impl std::fmt::Debug for Token {
@@ -53,6 +57,18 @@ pub struct TokenError {
 /// Shortest secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
+/// Longest token name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A name is a short identifier, so a secret put in its place is refused without being echoed.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
 impl Tokens {
     /// Parses `name:role:secret` lines; `#` starts a comment.
     pub fn parse(text: &str, source_name: &str) -> Result<Tokens, TokenError> {
@@ -75,29 +91,40 @@ impl Tokens {
             let role = match role {
                 "read" => Role::Read,
                 "operate" => Role::Operate,
-                other => {
-                    return Err(error(format!(
-                        "role `{other}` is neither `read` nor `operate`"
-                    )));
+                _ => {
+                    return Err(error(
+                        "the second field must be the role, `read` or `operate` (expected name:role:secret)".into(),
+                    ));
                 }
             };
-            if name.is_empty() {
-                return Err(error(
-                    "the token needs a name; it is the actor in the audit log".into(),
-                ));
+            if !valid_name(name) {
+                return Err(error(format!(
+                    "the first field must be the token's name, 1 to {MAX_NAME_LEN} letters, digits, `.`, `_`, `-` or `@` (expected name:role:secret); it is the actor in the audit log"
+                )));
             }
             if secret.len() < MIN_SECRET_LEN {
                 return Err(error(format!(
-                    "the secret of `{name}` is shorter than {MIN_SECRET_LEN} characters"
+                    "the secret (the third field) is shorter than {MIN_SECRET_LEN} characters"
                 )));
             }
             if tokens.iter().any(|t| t.name == name) {
                 return Err(error(format!("token name `{name}` is used twice")));
             }
+            // Two tokens with one secret: the caller could not be told apart, and a read token
+            // could act as an operate one. The names are given, never the secret.
+            if let Some(twin) = tokens
+                .iter()
+                .find(|t| constant_time_eq(t.secret.expose().as_bytes(), secret.as_bytes()))
+            {
+                return Err(error(format!(
+                    "tokens `{}` and `{name}` have the same secret; give each token its own secret",
+                    twin.name
+                )));
+            }
             tokens.push(Token {
                 name: name.to_string(),
                 role,
-                secret: secret.as_bytes().to_vec(),
+                secret: Secret::new(secret),
             });
         }
         Ok(Tokens { tokens })
@@ -131,7 +158,7 @@ impl Tokens {
         let presented = presented.as_bytes();
         let mut found = None;
         for token in &self.tokens {
-            if constant_time_eq(&token.secret, presented) {
+            if constant_time_eq(token.secret.expose().as_bytes(), presented) {
                 found = Some(token);
             }
         }
@@ -182,7 +209,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.line, 2);
-        assert!(err.message.contains("admin"));
+        assert!(
+            err.message.contains("`read` or `operate`"),
+            "{}",
+            err.message
+        );
+        // The refused field is not repeated: in a swapped line it would be the secret.
+        assert!(!err.message.contains("admin"), "{}", err.message);
         assert!(
             Tokens::parse("a:read:short", "f")
                 .unwrap_err()
@@ -190,6 +223,37 @@ mod tests {
                 .contains("shorter")
         );
         assert!(Tokens::parse("a:read:0123456789abcdef\na:read:fedcba9876543210", "f").is_err());
+    }
+
+    #[test]
+    fn two_tokens_with_one_secret_are_refused_by_name() {
+        let err = Tokens::parse(
+            "grafana:read:shared-secret-0123456\nalice:operate:shared-secret-0123456\n",
+            "f",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("`grafana`") && err.message.contains("`alice`"));
+        assert!(!err.to_string().contains("shared-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_line_with_its_fields_swapped_never_shows_the_secret() {
+        let secret = "swapped-secret-value-0123456789";
+        for line in [
+            format!("alice:{secret}:operate"),
+            format!("{secret}:operate:alice"),
+            format!("operate:alice:{secret}"),
+            format!("{secret}:alice:operate"),
+            format!("operate:{secret}:alice"),
+            format!("alice:operate:{}", &secret[..8]),
+        ] {
+            let err = Tokens::parse(&line, "DR_API_TOKENS").unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&secret[..8]), "{line}: {shown}");
+        }
+        let tokens = Tokens::parse(&format!("alice:operate:{secret}"), "f").unwrap();
+        assert!(!format!("{tokens:?}").contains(secret));
     }
 
     #[test]

@@ -1,12 +1,30 @@
 //! Prometheus metrics in the text exposition format, built from the daemon's last status and the
 //! store. Uses the seed's names where they fit (`route53_health_check_status`,
 //! `postgres_replication_lag_seconds`) and `dr_*` for the rest. Formatting only.
+//!
+//! A scrape is unauthenticated, so it must cost little: the totals over past runs are read from
+//! the store at most once per `RUN_TOTALS_TTL` and kept in a `Cache`; every other figure comes
+//! from the daemon's status in memory and two single-key reads.
 
 use super::{ApiError, ApiState};
 use crate::core::health::Observation;
 use crate::core::run::{StepStatus, Trigger};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// How long the totals over past runs are served before they are read again.
+pub const RUN_TOTALS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs by (kind, trigger, result), and step durations by (step, result): (sum, count).
+#[derive(Clone, Default)]
+struct RunTotals {
+    runs: BTreeMap<(String, String, String), u64>,
+    steps: BTreeMap<(String, String), (f64, u64)>,
+}
+
+/// The last totals over past runs, and when they were read.
+#[derive(Default)]
+pub struct Cache(std::sync::Mutex<Option<(std::time::Instant, RunTotals)>>);
 
 fn label(value: &str) -> String {
     value
@@ -20,7 +38,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub(super) fn render(state: &ApiState) -> Result<String, ApiError> {
+pub(super) fn render(state: &ApiState, cache: &Cache) -> Result<String, ApiError> {
     let mut out = String::new();
     let status = state.daemon.status();
     let store = &state.engine.store;
@@ -130,6 +148,52 @@ pub(super) fn render(state: &ApiState) -> Result<String, ApiError> {
         u8::from(store.active_run()?.is_some())
     );
 
+    let totals = {
+        let mut cached = cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((at, totals)) if at.elapsed() < RUN_TOTALS_TTL => totals.clone(),
+            _ => {
+                let totals = run_totals(state)?;
+                *cached = Some((std::time::Instant::now(), totals.clone()));
+                totals
+            }
+        }
+    };
+    let RunTotals { runs, steps } = totals;
+    family(
+        &mut out,
+        "dr_runs_total",
+        "counter",
+        "Runs by kind, trigger and result (the last 1000 runs in the store, read at most once a minute).",
+    );
+    for ((kind, trigger, result), count) in &runs {
+        let _ = writeln!(
+            out,
+            "dr_runs_total{{kind=\"{kind}\",trigger=\"{trigger}\",result=\"{result}\"}} {count}"
+        );
+    }
+    family(
+        &mut out,
+        "dr_step_duration_seconds",
+        "summary",
+        "Time from a step's first start to its end, by step and result.",
+    );
+    for ((step, result), (sum, count)) in &steps {
+        let _ = writeln!(
+            out,
+            "dr_step_duration_seconds_sum{{step=\"{step}\",result=\"{result}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "dr_step_duration_seconds_count{{step=\"{step}\",result=\"{result}\"}} {count}"
+        );
+    }
+    Ok(out)
+}
+
+/// The totals over the last 1000 runs, from the store.
+fn run_totals(state: &ApiState) -> Result<RunTotals, ApiError> {
+    let store = &state.engine.store;
     let mut runs: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut steps: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
     for header in store.list_runs(1000)? {
@@ -167,33 +231,5 @@ pub(super) fn render(state: &ApiState) -> Result<String, ApiError> {
             }
         }
     }
-    family(
-        &mut out,
-        "dr_runs_total",
-        "counter",
-        "Runs by kind, trigger and result (the last 1000 runs in the store).",
-    );
-    for ((kind, trigger, result), count) in &runs {
-        let _ = writeln!(
-            out,
-            "dr_runs_total{{kind=\"{kind}\",trigger=\"{trigger}\",result=\"{result}\"}} {count}"
-        );
-    }
-    family(
-        &mut out,
-        "dr_step_duration_seconds",
-        "summary",
-        "Time from a step's first start to its end, by step and result.",
-    );
-    for ((step, result), (sum, count)) in &steps {
-        let _ = writeln!(
-            out,
-            "dr_step_duration_seconds_sum{{step=\"{step}\",result=\"{result}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "dr_step_duration_seconds_count{{step=\"{step}\",result=\"{result}\"}} {count}"
-        );
-    }
-    Ok(out)
+    Ok(RunTotals { runs, steps })
 }

@@ -6,7 +6,9 @@
 //! maps failures to deliberate statuses and never shows internals.
 
 pub mod auth;
+pub mod guard;
 mod metrics;
+pub mod serve;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -71,8 +73,86 @@ impl IntoResponse for ApiError {
             "error": self.message,
             "status": self.status.as_u16(),
         }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"dr\""),
+            );
+        }
+        response
     }
+}
+
+/// Longest request target accepted, path and query.
+pub const MAX_URI_BYTES: usize = 4096;
+
+/// Refuses a request target over `MAX_URI_BYTES` with 414, before routing.
+async fn limit_uri(request: Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {length} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Gives every error the documented JSON shape, `{"error": "...", "status": N}`, whoever made
+/// it: axum's own rejections (405, a path that does not decode) are plain text otherwise.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if allowed.is_empty() {
+                "this method is not allowed on this path: reads are GET, actions are POST".into()
+            } else {
+                format!("this method is not allowed on this path; use {allowed}")
+            }
+        }
+        StatusCode::BAD_REQUEST => format!(
+            "the request cannot be read: {}",
+            detail.unwrap_or_else(|| "bad request".into())
+        ),
+        _ => detail.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase()),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({
+        "error": message,
+        "status": status.as_u16(),
+    }))
+    .unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 impl From<StoreError> for ApiError {
@@ -85,7 +165,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
             StoreError::Refused(_) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
-            StoreError::Damaged { .. }
+            StoreError::ReadOnly(_)
+            | StoreError::Damaged { .. }
             | StoreError::Io { .. }
             | StoreError::UnsupportedVersion { .. } => {
                 tracing::error!(error = %err, "store error in the API");
@@ -147,6 +228,15 @@ where
     }
 }
 
+/// The credentials of an `Authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 7235).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
 /// The authenticated caller.
 pub struct Caller {
     /// The token's name: the actor in the audit log.
@@ -192,7 +282,7 @@ impl FromRequestParts<ApiState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .ok_or_else(|| unauthorized("send a token: Authorization: Bearer <token>"))?;
         let token = state
             .tokens
@@ -207,11 +297,15 @@ impl FromRequestParts<ApiState> for Caller {
 
 /// Every route.
 pub fn app(state: ApiState) -> Router {
+    let metrics_cache = Arc::new(metrics::Cache::default());
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(move |state: State<ApiState>| metrics_text(state, metrics_cache.clone())),
+        )
         .route("/api/v1/status", get(status))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
@@ -224,7 +318,13 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/unpause", post(unpause))
         .route("/api/v1/ack", post(ack))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard::Idempotency::default()),
+            guard::guard_actions,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(limit_uri))
         .with_state(state)
 }
 
@@ -244,8 +344,19 @@ async fn page() -> impl IntoResponse {
     )
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn health(State(state): State<ApiState>) -> Response {
+    match state.daemon.store_failure() {
+        None => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        // Details stay in the daemon's log: /health is unauthenticated.
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "store-unusable",
+                "error": "the store cannot be used; see the daemon's log, then move the file aside or restore it",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
@@ -259,8 +370,14 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let text = metrics::render(&state)?;
+async fn metrics_text(
+    State(state): State<ApiState>,
+    cache: Arc<metrics::Cache>,
+) -> Result<Response, ApiError> {
+    // Store reads block: off the runtime that runs the daemon and the other requests.
+    let text = tokio::task::spawn_blocking(move || metrics::render(&state, &cache))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics failed"))??;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

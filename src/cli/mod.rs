@@ -46,13 +46,35 @@ pub mod exit {
     pub const STORE_DAMAGED: u8 = 6;
     /// A drill ran but its expectations were not met.
     pub const DRILL_FAILED: u8 = 7;
+    /// The outcome is unknown: a request reached the daemon's API but no answer came back.
+    /// `dr status` and `dr runs` show whether it was carried out.
+    pub const OUTCOME_UNKNOWN: u8 = 8;
     /// Interrupted by SIGINT or SIGTERM; the run is paused and resumable.
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// The exit codes, as `dr --help` lists them (README.md has the same table).
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  unexpected internal error
+  2  bad input (config, arguments, scenario, no confirmation); nothing was changed
+  3  refused in the current state, or the daemon's API could not be reached; nothing was changed
+  4  the run waits for an operator (approval, a failed step, a pause)
+  5  the run ended without reaching its goal (failed verification, aborted)
+  6  the store or the simulator's state file is damaged or unreadable; it was left untouched
+  7  a drill's expectations were not met
+  8  outcome unknown: the daemon's API took the request but did not answer; see `dr status`, `dr runs`
+130  interrupted by SIGINT or SIGTERM; the run is paused and resumable";
+
 /// `dr`: disaster-recovery failover orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "dr", version, about = "Disaster-recovery failover orchestrator for multi-region AWS deployments", long_about = None)]
+#[command(
+    name = "dr",
+    version,
+    about = "Disaster-recovery failover orchestrator for multi-region AWS deployments",
+    long_about = None,
+    after_help = EXIT_CODES_HELP
+)]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "DR_CONFIG", default_value = "dr.toml")]
@@ -330,6 +352,7 @@ impl From<StoreError> for CliError {
             | StoreError::Io { .. }
             | StoreError::UnsupportedVersion { .. } => exit::STORE_DAMAGED,
             StoreError::NoSuchRun(_) => exit::BAD_INPUT,
+            StoreError::ReadOnly(_) => exit::INTERNAL,
             StoreError::RunActive { .. }
             | StoreError::DuplicateRun(_)
             | StoreError::Refused(_)
@@ -396,7 +419,7 @@ pub fn main_with(args: Vec<std::ffi::OsString>) -> u8 {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dr: {}", err.message);
+            eprintln!("dr: {}", render::safe_block(&err.message));
             err.code
         }
     }
@@ -504,6 +527,15 @@ fn sim_backend(config: &Config) -> Result<Backend3, CliError> {
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
     Ok(Arc::new(RedbStore::open(&config.store_path)?))
+}
+
+/// The store for a command that only reads: never opened for writing, never created. With no
+/// store yet it is empty.
+fn open_store_read_only(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    Ok(match RedbStore::open_read_only(&config.store_path)? {
+        Some(store) => Arc::new(store),
+        None => Arc::new(crate::store::MemoryStore::default()),
+    })
 }
 
 fn region(config: &Config, name: &str) -> Result<RegionName, CliError> {
@@ -649,20 +681,21 @@ async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) ->
     };
     let plan = build_plan(&config.topology, &request, &config.plan)
         .map_err(|e| CliError::bad_input(e.to_string()))?;
-    if !args.dry_run {
-        let what = match kind {
+    let what = (!args.dry_run).then(|| match kind {
             RunKind::Failover => format!(
                 "UNPLANNED FAILOVER from {from} to {to}: promotes {to}'s database with AllowDataLoss=true (writes not yet replicated are lost), scales {to} up and removes {from} from DNS.",
             ),
             RunKind::Switchover => format!(
                 "Planned switchover from {from} to {to}: moves the writer with no data loss and scales {to} up.",
             ),
-        };
-        eprint!("{}", plan.render(&RunId::new("<run-id>")));
-        confirm(&what, to.as_str(), args.yes)?;
+    });
+    // The id is chosen before the plan is shown, so the request tokens shown are those sent.
+    let id = new_run_id(clock.now());
+    if let Some(what) = &what {
+        eprint!("{}", plan.render(&id));
+        confirm(what, to.as_str(), args.yes)?;
     }
     let engine = engine(config, store.clone(), providers, clock.clone(), json);
-    let id = new_run_id(clock.now());
     let header = engine.create_run(
         &config.topology,
         &config.plan,
@@ -684,6 +717,26 @@ async fn start_run(config: &Config, args: RunArgs, kind: RunKind, json: bool) ->
         );
     }
     execute_foreground(&engine, store.as_ref(), &id, json, lock).await
+}
+
+/// How long the CLI waits for the daemon's API to answer, unless DR_API_TIMEOUT says otherwise.
+const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A fresh key for one request: random where the system offers it, else time and process.
+fn idempotency_key() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if random {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}-{nanos}", std::process::id())
+    }
 }
 
 /// Starts a run through the daemon's API and follows it until it finishes or needs an operator.
@@ -708,8 +761,14 @@ async fn start_via_api(
             args.yes,
         )?;
     }
+    let timeout = match std::env::var("DR_API_TIMEOUT") {
+        Ok(text) => humantime::parse_duration(&text).map_err(|e| {
+            CliError::bad_input(format!("DR_API_TIMEOUT `{text}` is not a duration ({e})"))
+        })?,
+        Err(_) => DEFAULT_API_TIMEOUT,
+    };
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
+        .timeout(timeout)
         .build()
         .map_err(|e| CliError::new(exit::INTERNAL, e.to_string()))?;
     let path = match kind {
@@ -717,13 +776,37 @@ async fn start_via_api(
         RunKind::Switchover => "switchover",
     };
     let body = serde_json::json!({ "to": args.to, "from": args.from, "reason": args.reason, "dry_run": args.dry_run });
+    // The daemon refuses the request if it reads it after the deadline, so a request this
+    // command gave up on can never start a run later; the key makes a repeat harmless.
+    let sent_at = std::time::SystemTime::now();
+    let deadline = sent_at + timeout;
+    let deadline_ms = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let response = client
         .post(format!("{base}/api/v1/{path}"))
         .bearer_auth(&token)
+        .header(crate::api::guard::IDEMPOTENCY_HEADER, idempotency_key())
+        .header(crate::api::guard::DEADLINE_HEADER, deadline_ms.to_string())
         .json(&body)
         .send()
         .await
-        .map_err(|e| CliError::refused(format!("cannot reach the daemon's API at {base}: {e}")))?;
+        .map_err(|e| {
+            if e.is_connect() {
+                CliError::refused(format!(
+                    "cannot reach the daemon's API at {base}: {e}; nothing was sent"
+                ))
+            } else {
+                CliError::new(
+                    exit::OUTCOME_UNKNOWN,
+                    format!(
+                        "the daemon's API at {base} took the request but did not answer ({e}); the outcome is unknown. The daemon refuses it if it reads it after {}, so nothing starts later than that; see whether a run started with `dr status` and `dr runs` before trying again",
+                        Timestamp::from_system_time(deadline)
+                    ),
+                )
+            }
+        })?;
     let status = response.status();
     let answer: serde_json::Value = response.json().await.unwrap_or_default();
     if status != reqwest::StatusCode::ACCEPTED {
@@ -759,7 +842,14 @@ async fn start_via_api(
             .bearer_auth(&token)
             .send()
             .await
-            .map_err(|e| CliError::refused(format!("lost the daemon's API at {base}: {e}")))?
+            .map_err(|e| {
+                CliError::new(
+                    exit::OUTCOME_UNKNOWN,
+                    format!(
+                        "run {id} started, then the daemon's API at {base} stopped answering ({e}); follow the run with `dr status` and `dr runs {id}`"
+                    ),
+                )
+            })?
             .json()
             .await
             .unwrap_or_default();
@@ -776,7 +866,7 @@ async fn start_via_api(
                     .as_str()
                     .map(|s| format!(": {s}"))
                     .unwrap_or_default();
-                eprintln!("{name}: {status}{summary}");
+                eprintln!("{}", render::safe(&format!("{name}: {status}{summary}")));
             }
             seen.insert(name, status);
         }
@@ -799,7 +889,7 @@ async fn start_via_api(
             if json {
                 print_json(&run);
             } else {
-                eprintln!("run {id}: {}", run["status"]);
+                eprintln!("{}", render::safe(&format!("run {id}: {}", run["status"])));
             }
             return Ok(code);
         }
@@ -861,7 +951,7 @@ async fn execute_foreground(
         ExecOutcome::Finished(outcome) if outcome.is_success() => exit::OK,
         ExecOutcome::Finished(_) => exit::RUN_FAILED,
         ExecOutcome::Blocked(status) => {
-            eprintln!("{}", next_action_hint(run, &status));
+            eprintln!("{}", render::safe_block(&next_action_hint(run, &status)));
             exit::NEEDS_OPERATOR
         }
         ExecOutcome::ShutDown => exit::INTERRUPTED,
@@ -930,7 +1020,12 @@ impl Printer {
     fn line(&self, at: Timestamp, text: &str) {
         if !self.quiet {
             let elapsed = at.since(self.started).as_secs();
-            eprintln!("[+{:02}:{:02}] {text}", elapsed / 60, elapsed % 60);
+            eprintln!(
+                "[+{:02}:{:02}] {}",
+                elapsed / 60,
+                elapsed % 60,
+                render::safe(text)
+            );
         }
     }
 }
@@ -1002,7 +1097,10 @@ impl Progress for Printer {
     fn calling(&self, step: StepName, at: Timestamp, operation: &Operation, dry_run: bool) {
         if dry_run {
             // Dry-run mutations go to stdout: they are the command's result.
-            println!("DRY RUN {step}: would call {operation}");
+            println!(
+                "DRY RUN {step}: would call {}",
+                render::safe(&operation.to_string())
+            );
         } else {
             self.line(at, &format!("{step}: calling {operation}"));
         }
@@ -1017,8 +1115,8 @@ impl Progress for Printer {
 }
 
 async fn status(config: &Config, json: bool) -> CliResult {
+    let store = open_store_read_only(config)?;
     let (providers, clock, _) = backend(config).await?;
-    let store = open_store(config)?;
     let mut problems: Vec<String> = Vec::new();
     let mut note = |problem: String| {
         if !problems.contains(&problem) {
@@ -1138,7 +1236,7 @@ async fn status(config: &Config, json: bool) -> CliResult {
 }
 
 fn runs(config: &Config, id: Option<String>, limit: usize, json: bool) -> CliResult {
-    let store = open_store(config)?;
+    let store = open_store_read_only(config)?;
     match id {
         Some(id) => {
             let id = RunId::new(id);
@@ -1452,7 +1550,8 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
     let timeout = humantime::parse_duration(timeout).map_err(|e| {
         CliError::bad_input(format!("--timeout `{timeout}` is not a duration ({e})"))
     })?;
-    let store = open_store(config)?;
+    let mut store = open_store_read_only(config)?;
+    let mut store_exists = config.store_path.exists();
     let deadline = std::time::Instant::now() + timeout;
     let mut followed: Option<RunId> = None;
     let mut seen: std::collections::BTreeMap<StepName, String> = Default::default();
@@ -1475,6 +1574,10 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if !store_exists && config.store_path.exists() {
+                    store = open_store_read_only(config)?;
+                    store_exists = true;
+                }
                 continue;
             }
         };
@@ -1499,7 +1602,7 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
             };
             if seen.get(step) != Some(&text) {
                 if !json {
-                    eprintln!("{step}: {text}");
+                    eprintln!("{step}: {}", render::safe(&text));
                 }
                 seen.insert(*step, text);
             }
@@ -1516,9 +1619,12 @@ async fn watch(config: &Config, timeout: &str, json: bool) -> CliResult {
             if json {
                 print_json(&render::run_json(&stored, None));
             } else {
-                println!("run {run}: {}", state.status());
+                println!("run {run}: {}", render::safe(&state.status().to_string()));
                 if code == exit::NEEDS_OPERATOR {
-                    eprintln!("{}", next_action_hint(&run, &state.status()));
+                    eprintln!(
+                        "{}",
+                        render::safe_block(&next_action_hint(&run, &state.status()))
+                    );
                 }
             }
             return Ok(code);
@@ -1618,11 +1724,12 @@ async fn daemon(config: Config, args: DaemonArgs) -> CliResult {
         .unwrap_or_default();
     tracing::info!(address = %address, "serving the API, the status page and /metrics");
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, crate::api::app(state))
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
+    let server = tokio::spawn(crate::api::serve::serve(
+        listener,
+        crate::api::app(state),
+        crate::api::serve::Limits::default(),
+        server_stop,
+    ));
     daemon
         .run(shutdown)
         .await
@@ -1670,7 +1777,10 @@ fn report_control(store: &dyn Store, run: &RunId, json: bool, what: &str) -> Cli
     if json {
         print_json(&render::run_json(&stored, None));
     } else {
-        println!("run {run}: {what} (status: {})", stored.state()?.status());
+        println!(
+            "run {run}: {what} (status: {})",
+            render::safe(&stored.state()?.status().to_string())
+        );
     }
     Ok(exit::OK)
 }
@@ -1706,7 +1816,7 @@ fn drill_command(config_path: &std::path::Path, args: DrillArgs, json: bool) -> 
     if json {
         print_json(&report);
     } else {
-        print!("{}", report.render());
+        print!("{}", render::safe_block(&report.render()));
     }
     Ok(if report.passed {
         exit::OK
@@ -1757,7 +1867,7 @@ async fn drill_dry_run(config: &Config, scenario: &scenario::Scenario, json: boo
         );
         if let Err(err) = created {
             failed += 1;
-            println!("run {id}: refused: {err}");
+            println!("run {id}: refused: {}", render::safe(&err.to_string()));
             continue;
         }
         match engine.execute(&id, &CancellationToken::new()).await? {

@@ -1,4 +1,9 @@
 //! Text and JSON shapes of the CLI's output. Formatting only: no I/O, no decisions.
+//!
+//! Every free text that reaches a terminal (reasons, errors, summaries, actors, the daemon's
+//! reason) goes through `safe` first: control characters (newlines included) and the Unicode
+//! bidirectional and invisible formatting characters are escaped, so a stored text can neither
+//! forge a line nor send escape sequences. JSON output is left exact.
 
 use crate::core::health::Observation;
 use crate::core::run::StepStatus;
@@ -7,6 +12,48 @@ use crate::provider::sim::World;
 use crate::store::{AuditEntry, StoredRun};
 use serde::Serialize;
 use std::fmt::Write;
+
+/// Whether `c` must not reach a terminal as itself: a control character, or a character that
+/// reorders or hides text (bidirectional overrides, isolates and marks, zero-width characters,
+/// line and paragraph separators).
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// `text` for one line of a terminal: every unsafe character escaped (`\n`, `\u{1b}`,
+/// `\u{202e}`).
+pub fn safe(text: &str) -> String {
+    if !text.chars().any(unsafe_char) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A block of text for a terminal: its own line breaks kept, every other unsafe character
+/// escaped. For whole reports whose fields were not escaped one by one.
+pub fn safe_block(text: &str) -> String {
+    text.split('\n').map(safe).collect::<Vec<_>>().join("\n")
+}
 
 /// One region in `dr status`.
 #[derive(Debug, Serialize)]
@@ -79,7 +126,7 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
             r.name,
             r.priority,
             format!("{} {}", r.route53, r.checkers.as_deref().unwrap_or("")),
-            format!("{} ({})", r.probe, r.probe_detail),
+            format!("{} ({})", r.probe, safe(&r.probe_detail)),
             lag,
             dns
         );
@@ -87,7 +134,7 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
     if !status.problems.is_empty() {
         let _ = writeln!(out, "\nCould not read:");
         for problem in &status.problems {
-            let _ = writeln!(out, "  - {problem}");
+            let _ = writeln!(out, "  - {}", safe(problem));
         }
     }
     match active {
@@ -108,7 +155,7 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
         }
     }
     if let Some(executor) = &status.executor {
-        let _ = writeln!(out, "Executor: {executor}");
+        let _ = writeln!(out, "Executor: {}", safe(executor));
     }
     if status.automation.paused {
         let _ = writeln!(
@@ -118,9 +165,9 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
                 .automation
                 .changed_by
                 .as_ref()
-                .map(|a| a.to_string())
+                .map(|a| safe(a.as_str()))
                 .unwrap_or_default(),
-            status.automation.reason.clone().unwrap_or_default()
+            safe(&status.automation.reason.clone().unwrap_or_default())
         );
     }
     match &status.daemon {
@@ -130,16 +177,16 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
                 .map(|at| fmt_duration(status.now.since(at)))
                 .unwrap_or_default();
             let reason = daemon.get("reason").and_then(|v| v.as_str()).unwrap_or("");
-            let _ = writeln!(out, "Daemon decision ({age} ago): {reason}");
+            let _ = writeln!(out, "Daemon decision ({age} ago): {}", safe(reason));
             if let Some(regions) = daemon.get("regions").and_then(|v| v.as_array()) {
                 let states: Vec<String> = regions
                     .iter()
                     .map(|r| {
-                        format!(
+                        safe(&format!(
                             "{} {}",
                             r.get("region").and_then(|v| v.as_str()).unwrap_or("?"),
                             r.get("state").and_then(|v| v.as_str()).unwrap_or("?")
-                        )
+                        ))
                     })
                     .collect();
                 let _ = writeln!(out, "Daemon's view: {}", states.join(", "));
@@ -184,14 +231,14 @@ pub fn run_summary(run: &StoredRun) -> String {
     let _ = writeln!(
         out,
         "run {}: {}{} {} -> {} ({}) created {}: {}",
-        header.id,
+        safe(header.id.as_str()),
         if header.dry_run { "dry-run " } else { "" },
         header.kind,
         header.plan.request.from,
         header.plan.request.to,
-        header.trigger,
+        safe(&header.trigger.to_string()),
         header.created_at,
-        status
+        safe(&status)
     );
     if let Ok(state) = run.state() {
         for (name, step) in &state.steps {
@@ -216,11 +263,11 @@ pub fn run_summary(run: &StoredRun) -> String {
                 name.as_str(),
                 step_status(&step.status),
                 took,
-                detail
+                safe(&detail)
             );
             if let Some(outcome) = &step.outcome {
                 for op in &outcome.would_mutate {
-                    let _ = writeln!(out, "  {:<13} would call {op}", "");
+                    let _ = writeln!(out, "  {:<13} would call {}", "", safe(&op.to_string()));
                 }
             }
         }
@@ -236,12 +283,14 @@ pub fn run_detail(run: &StoredRun, audit: &[AuditEntry]) -> String {
         let reason = if entry.reason.is_empty() {
             String::new()
         } else {
-            format!(": {}", entry.reason)
+            format!(": {}", safe(&entry.reason))
         };
         let _ = writeln!(
             out,
             "  {}  {:<14} {}{reason}",
-            entry.at, entry.actor, entry.action
+            entry.at,
+            safe(entry.actor.as_str()),
+            safe(&entry.action)
         );
     }
     out
@@ -256,12 +305,7 @@ pub fn runs_table(rows: &[serde_json::Value]) -> String {
         "run", "kind", "from -> to", "created"
     );
     for row in rows {
-        let s = |k: &str| {
-            row.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
+        let s = |k: &str| safe(row.get(k).and_then(|v| v.as_str()).unwrap_or(""));
         let created = row
             .get("created_at")
             .and_then(|v| v.as_i64())
@@ -272,8 +316,8 @@ pub fn runs_table(rows: &[serde_json::Value]) -> String {
             .map(|st| {
                 let kind = st.get("status").and_then(|v| v.as_str()).unwrap_or("");
                 match st.get("outcome").and_then(|v| v.as_str()) {
-                    Some(outcome) => format!("{kind}: {outcome}"),
-                    None => kind.to_string(),
+                    Some(outcome) => safe(&format!("{kind}: {outcome}")),
+                    None => safe(kind),
                 }
             })
             .unwrap_or_default();
@@ -367,4 +411,53 @@ pub fn world_text(world: &World, now: Timestamp) -> String {
     );
     let _ = writeln!(out, "mutating calls so far: {}", world.calls.len());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::{Actor, RunId};
+    use crate::core::time::Timestamp;
+
+    const FORGED: &str = "east is down\n2026-12-03T12:00:00Z  alice          AUDIT run approved\u{1b}[2J\u{202e}evil\u{2066}";
+
+    #[test]
+    fn unsafe_characters_are_escaped_and_safe_text_is_kept() {
+        assert_eq!(safe("plain text: ok"), "plain text: ok");
+        assert_eq!(safe("a\nb"), "a\\nb");
+        assert_eq!(safe("\u{1b}[31m"), "\\u{1b}[31m");
+        assert_eq!(safe("x\u{202e}y\u{2069}"), "x\\u{202e}y\\u{2069}");
+        assert_eq!(safe("\u{9b}\u{7f}"), "\\u{9b}\\u{7f}");
+        assert_eq!(safe_block("a\nb\u{1b}"), "a\nb\\u{1b}");
+    }
+
+    #[test]
+    fn a_reason_cannot_forge_an_audit_line_or_reach_the_terminal_raw() {
+        let header = crate::store::contract::header("r-1");
+        let run = StoredRun {
+            header,
+            events: vec![],
+        };
+        let audit = vec![AuditEntry {
+            version: 1,
+            at: Timestamp(0),
+            actor: Actor::new("mallory\u{202e}"),
+            run: Some(RunId::new("r-1")),
+            action: "run paused".into(),
+            reason: FORGED.into(),
+        }];
+        let text = run_detail(&run, &audit);
+        for bad in ['\u{1b}', '\u{202e}', '\u{2066}'] {
+            assert!(!text.contains(bad), "{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("2026-12-03T12:00:00Z")),
+            "a line was forged:\n{text}"
+        );
+        // JSON stays exact.
+        let json = serde_json::to_value(&audit).unwrap();
+        assert_eq!(json[0]["reason"], FORGED);
+    }
 }

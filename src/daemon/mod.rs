@@ -131,12 +131,22 @@ pub struct DaemonHandle {
     pub live: Arc<std::sync::RwLock<Option<DaemonStatus>>>,
     /// Wakes the loop for an immediate tick.
     pub nudge: Arc<tokio::sync::Notify>,
+    /// Why the store cannot be used, while it cannot: the daemon is then unhealthy.
+    pub store_failure: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl DaemonHandle {
     /// The status of the last tick, if any.
     pub fn status(&self) -> Option<DaemonStatus> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the store cannot be used, if it cannot.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -208,7 +218,9 @@ impl Daemon {
         loop {
             // Ticks start every poll interval, however long the last one took.
             let next = clock.now().plus(self.settings.poll_interval);
-            if let Err(err) = self.tick().await {
+            let ticked = self.tick().await;
+            self.note_store_health(&ticked);
+            if let Err(err) = ticked {
                 // A failing store is the one thing the daemon cannot work around; say so and retry.
                 tracing::error!(error = %err, "tick failed; retrying at the next poll");
             }
@@ -222,6 +234,32 @@ impl Daemon {
         }
         self.stop().await;
         Ok(())
+    }
+
+    /// Marks the daemon unhealthy while its store fails, and alerts once when it starts failing.
+    fn note_store_health(&self, ticked: &Result<Decision, DaemonError>) {
+        let failure = match ticked {
+            Err(DaemonError::Store(err) | DaemonError::Engine(EngineError::Store(err)))
+                if err.is_unusable() =>
+            {
+                Some(err.to_string())
+            }
+            _ => None,
+        };
+        let mut current = self
+            .handle
+            .store_failure
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match (&*current, &failure) {
+            (None, Some(error)) => {
+                tracing::error!(error = %error, "the store cannot be used: /health now fails and no run is started");
+                self.engine.progress.store_failed(self.clock().now(), error);
+            }
+            (Some(_), None) => tracing::info!("the store answers again: /health is back to 200"),
+            _ => {}
+        }
+        *current = failure;
     }
 
     /// Stops the run in flight (checkpointed, paused) and any scaling.
@@ -280,9 +318,13 @@ impl Daemon {
     fn spawn_executor(&mut self, run: RunId) {
         let engine = self.engine.clone();
         let stop = self.executor_stop.clone();
-        self.executor = Some(tokio::spawn(
-            async move { engine.execute(&run, &stop).await },
-        ));
+        // When the run ends, tick at once so the published status stops showing it as active.
+        let nudge = self.handle.nudge.clone();
+        self.executor = Some(tokio::spawn(async move {
+            let outcome = engine.execute(&run, &stop).await;
+            nudge.notify_one();
+            outcome
+        }));
     }
 
     fn executor_running(&self) -> bool {

@@ -64,6 +64,8 @@ pub trait Progress: Send + Sync {
         _signals: &crate::core::detect::Signals,
     ) {
     }
+    /// The daemon's store stopped working (called once, when it starts failing).
+    fn store_failed(&self, _at: Timestamp, _error: &str) {}
 }
 
 /// Reports nothing.

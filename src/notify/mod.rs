@@ -11,6 +11,7 @@ use crate::core::ids::{RunId, StepName};
 use crate::core::run::{EventRecord, RunEvent};
 use crate::core::time::Timestamp;
 use crate::engine::Progress;
+use crate::secret::Secret;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -68,25 +69,26 @@ pub struct Notice {
 /// Where notices go.
 #[derive(Clone, Debug, Default)]
 pub struct Sinks {
-    /// A Slack-compatible incoming webhook URL.
-    pub slack_url: Option<String>,
+    /// A Slack-compatible incoming webhook URL: its path is the credential.
+    pub slack_url: Option<Secret>,
     /// PagerDuty Events v2: the enqueue URL and the routing key.
-    pub pagerduty: Option<(String, String)>,
+    pub pagerduty: Option<(String, Secret)>,
 }
 
 /// The PagerDuty Events v2 endpoint used when DR_PAGERDUTY_URL is not set.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
-fn secret(name: &str) -> Result<Option<String>, String> {
+fn secret(name: &str) -> Result<Option<Secret>, String> {
     if let Ok(path) = std::env::var(format!("{name}_FILE")) {
         return std::fs::read_to_string(&path)
-            .map(|s| Some(s.trim().to_string()))
+            .map(|s| Some(Secret::new(s.trim())))
             .map_err(|e| format!("{name}_FILE={path}: {e}"));
     }
     Ok(std::env::var(name)
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty()))
+        .filter(|s| !s.is_empty())
+        .map(Secret::new))
 }
 
 impl Sinks {
@@ -189,56 +191,102 @@ fn kind_text(kind: NoticeKind) -> &'static str {
     }
 }
 
-/// Queues notices; a background task delivers them.
+/// Queues notices; one background task per receiver delivers them, so a receiver that hangs
+/// delays only its own notices.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::Sender<Notice>,
+    queues: Vec<(&'static str, mpsc::Sender<Notice>)>,
 }
 
-/// How many notices may wait; past it new ones are dropped (and logged), never waited for.
+/// How many notices may wait per receiver; past it new ones are dropped (and logged), never
+/// waited for.
 pub const QUEUE: usize = 1024;
 
-impl Notifier {
-    /// Starts the delivery task on the current runtime.
-    pub fn start(sinks: Sinks, retry: Retry) -> (Notifier, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(deliver(rx, sinks, retry));
-        (Notifier { tx }, handle)
+/// One receiver and how to address it.
+enum Receiver {
+    Slack(Secret),
+    PagerDuty { url: String, key: Secret },
+}
+
+impl Receiver {
+    fn name(&self) -> &'static str {
+        match self {
+            Receiver::Slack(_) => "slack",
+            Receiver::PagerDuty { .. } => "pagerduty",
+        }
     }
 
-    /// Queues a notice without waiting.
-    pub fn send(&self, notice: Notice) {
-        if let Err(err) = self.tx.try_send(notice) {
-            tracing::warn!(error = %err, "notification dropped: the queue is full or closed");
+    fn url(&self) -> &str {
+        match self {
+            Receiver::Slack(url) => url.expose(),
+            Receiver::PagerDuty { url, .. } => url,
+        }
+    }
+
+    fn body(&self, notice: &Notice) -> serde_json::Value {
+        match self {
+            Receiver::Slack(_) => slack_body(notice),
+            Receiver::PagerDuty { key, .. } => pagerduty_body(notice, key.expose()),
         }
     }
 }
 
-async fn deliver(mut rx: mpsc::Receiver<Notice>, sinks: Sinks, retry: Retry) {
+impl Notifier {
+    /// Starts one delivery task per configured receiver on the current runtime. The handle
+    /// ends when every task has.
+    pub fn start(sinks: Sinks, retry: Retry) -> (Notifier, JoinHandle<()>) {
+        let mut receivers = Vec::new();
+        if let Some(url) = sinks.slack_url {
+            receivers.push(Receiver::Slack(url));
+        }
+        if let Some((url, key)) = sinks.pagerduty {
+            receivers.push(Receiver::PagerDuty { url, key });
+        }
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for receiver in receivers {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.push((receiver.name(), tx));
+            tasks.push(tokio::spawn(deliver(rx, receiver, retry)));
+        }
+        let all = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        (Notifier { queues }, all)
+    }
+
+    /// Queues a notice for every receiver without waiting.
+    pub fn send(&self, notice: Notice) {
+        for (sink, tx) in &self.queues {
+            if let Err(err) = tx.try_send(notice.clone()) {
+                tracing::warn!(sink, error = %err, "notification dropped: the queue is full or closed");
+            }
+        }
+    }
+}
+
+async fn deliver(mut rx: mpsc::Receiver<Notice>, receiver: Receiver, retry: Retry) {
     let client = match reqwest::Client::builder()
         .timeout(retry.request_timeout)
         .build()
     {
         Ok(client) => client,
         Err(err) => {
-            tracing::error!(error = %err, "cannot build the HTTP client; notifications are off");
+            tracing::error!(sink = receiver.name(), error = %err.without_url(), "cannot build the HTTP client; notifications are off");
             return;
         }
     };
     while let Some(notice) = rx.recv().await {
-        if let Some(url) = &sinks.slack_url {
-            post(&client, url, &slack_body(&notice), &retry, "slack").await;
-        }
-        if let Some((url, key)) = &sinks.pagerduty {
-            post(
-                &client,
-                url,
-                &pagerduty_body(&notice, key),
-                &retry,
-                "pagerduty",
-            )
-            .await;
-        }
+        post(
+            &client,
+            receiver.url(),
+            &receiver.body(&notice),
+            &retry,
+            receiver.name(),
+        )
+        .await;
     }
 }
 
@@ -252,17 +300,35 @@ async fn post(
 ) -> bool {
     let mut backoff = retry.first_backoff;
     for attempt in 1..=retry.attempts {
-        match client.post(url).json(body).send().await {
+        // Each attempt is bounded here too, whatever the client does.
+        let sent =
+            tokio::time::timeout(retry.request_timeout, client.post(url).json(body).send()).await;
+        let Ok(sent) = sent else {
+            tracing::warn!(
+                sink,
+                attempt,
+                "notification not delivered: no answer in time"
+            );
+            if attempt < retry.attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            continue;
+        };
+        match sent {
             Ok(response) if response.status().is_success() => return true,
             Ok(response) => {
-                tracing::warn!(sink, attempt, status = %response.status(), "notification refused");
+                tracing::warn!(sink, attempt, status = %response.status().as_u16(), "notification refused");
                 // A 4xx other than throttling will not get better by retrying.
                 let status = response.status();
                 if status.is_client_error() && status.as_u16() != 429 {
                     return false;
                 }
             }
-            Err(err) => tracing::warn!(sink, attempt, error = %err, "notification not delivered"),
+            // Without the URL: a Slack webhook's path is its credential.
+            Err(err) => {
+                tracing::warn!(sink, attempt, error = %err.without_url(), "notification not delivered")
+            }
         }
         if attempt < retry.attempts {
             tokio::time::sleep(backoff).await;
@@ -360,6 +426,19 @@ impl Progress for Notifier {
             resolves: false,
         });
     }
+
+    fn store_failed(&self, at: Timestamp, error: &str) {
+        self.send(Notice {
+            kind: NoticeKind::Alert,
+            at,
+            run: None,
+            summary: format!(
+                "the store cannot be used; the daemon is unhealthy and will not act: {error}"
+            ),
+            severity: Severity::Critical,
+            resolves: false,
+        });
+    }
 }
 
 /// Hands every event to several progress listeners.
@@ -404,6 +483,9 @@ impl Progress for Fanout {
         signals: &crate::core::detect::Signals,
     ) {
         self.0.iter().for_each(|p| p.observed(at, region, signals));
+    }
+    fn store_failed(&self, at: Timestamp, error: &str) {
+        self.0.iter().for_each(|p| p.store_failed(at, error));
     }
 }
 

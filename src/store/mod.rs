@@ -67,6 +67,9 @@ pub enum StoreError {
         /// Its status.
         status: String,
     },
+    /// A write through a store a read-only command opened: a bug in that command.
+    #[error("store {0} was opened read-only by a command that only reads; nothing was written")]
+    ReadOnly(PathBuf),
     /// No run with this id.
     #[error("there is no run {0}; `dr runs` lists them")]
     NoSuchRun(RunId),
@@ -81,6 +84,20 @@ pub enum StoreError {
         "automation is paused, so the automatic run {0} was not started; `dr unpause` turns automation back on"
     )]
     AutomationPaused(RunId),
+}
+
+impl StoreError {
+    /// Whether the store itself cannot be used (damaged, unreadable, unwritable), as opposed to
+    /// refusing one request.
+    pub fn is_unusable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Damaged { .. }
+                | StoreError::Io { .. }
+                | StoreError::UnsupportedVersion { .. }
+                | StoreError::ReadOnly(_)
+        )
+    }
 }
 
 /// One line of the audit log.

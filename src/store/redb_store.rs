@@ -3,8 +3,12 @@
 //! Chosen over sled (see ARCHITECTURE.md, "Why redb"). Opened in redb's multi-writer mode so the
 //! CLI can read and append (approve, abort) while an executor process holds the same file; every
 //! write transaction is serialised across processes by redb's file locks.
-//! A file that is not a readable dr store is refused and never written: the magic bytes are
-//! checked before redb sees the file, and a panic inside redb's open is caught.
+//!
+//! A damaged file is never written. Before any open, the file is copied into memory and redb
+//! checks every checksum of the copy there (`verify`); only a copy that passes is trusted, and
+//! only then is the file itself opened for writing. Commands that only read never open the file
+//! for writing at all: they read a verified copy in memory, taken again when the file changes.
+//! A panic inside redb is caught, kept off the terminal, and reported as a damaged store.
 
 use super::{
     AuditEntry, STORE_VERSION, Store, StoreError, StoredRun, check_version, creation_audit,
@@ -14,9 +18,13 @@ use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
 use crate::core::run::{EventRecord, RunEvent, RunHeader, Trigger};
 use crate::core::time::Timestamp;
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::io::Read;
+use redb::backends::InMemoryBackend;
+use redb::{
+    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -26,19 +34,103 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const MAGIC: &[u8] = b"redb";
 
+/// How many times a copy that fails its check is taken again while the file keeps changing
+/// (another process committing while it was read).
+const COPY_ATTEMPTS: usize = 5;
+
 /// The store in a redb file.
 pub struct RedbStore {
-    db: Database,
+    db: Db,
     path: PathBuf,
 }
 
+/// The file opened for writing, or a verified copy of it for a command that only reads.
+enum Db {
+    Writable(Arc<Database>),
+    ReadOnly(Mutex<Snapshot>),
+}
+
+/// A verified in-memory copy of the file, and what the file looked like when it was taken.
+struct Snapshot {
+    db: Arc<Database>,
+    stamp: Option<Stamp>,
+}
+
+/// Length and modification time: a commit changes at least one of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
+}
+
+thread_local! {
+    static QUIET: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f`, turning a panic inside it (redb reading a damaged file) into `Damaged`. The panic
+/// message is kept off stderr: the error says what happened and what to do.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(|q| q.get()) == 0 {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(q.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(q.get() - 1));
+    result.unwrap_or_else(|_| {
+        Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: "redb could not read its structure".into(),
+        })
+    })
+}
+
 impl RedbStore {
-    /// Opens the store at `path`, creating it (and its folder) if it does not exist.
+    /// Opens the store at `path` for reading and writing, creating it (and its folder) if it does
+    /// not exist. An existing file is verified first and refused, untouched, if it is damaged.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         if !path.exists() {
             Self::create_atomically(path)?;
         }
-        Self::open_existing(path)
+        guarded(path, || {
+            Self::load_verified(path)?;
+            Self::open_existing(path)
+        })
+    }
+
+    /// Opens the store at `path` for a command that only reads: the file is never opened for
+    /// writing, and every read comes from a verified copy. `Ok(None)` if there is no store yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<RedbStore>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let (db, stamp) = guarded(path, || Self::load_verified(path))?;
+        Ok(Some(RedbStore {
+            db: Db::ReadOnly(Mutex::new(Snapshot {
+                db: Arc::new(db),
+                stamp,
+            })),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// Checks the file at `path` without writing it: every checksum, the schema, and every
+    /// record. The error says what is wrong.
+    pub fn verify(path: &Path) -> Result<(), StoreError> {
+        guarded(path, || Self::load_verified(path).map(|_| ()))
     }
 
     /// Creates a complete, empty store at `path` without ever showing a half-made file: it is
@@ -66,7 +158,7 @@ impl RedbStore {
                 .create(&fresh)
                 .map_err(|e| io(format!("cannot create it: {e}")))?;
             let store = RedbStore {
-                db,
+                db: Db::Writable(Arc::new(db)),
                 path: fresh.clone(),
             };
             store.initialise()?;
@@ -80,6 +172,74 @@ impl RedbStore {
         }
     }
 
+    /// A verified in-memory copy of the file. A copy that fails is taken again while the file
+    /// changes under it; a file that fails twice with the same bytes is damaged.
+    fn load_verified(path: &Path) -> Result<(Database, Option<Stamp>), StoreError> {
+        let mut previous: Option<Vec<u8>> = None;
+        let mut last_error = None;
+        for _ in 0..COPY_ATTEMPTS {
+            let before = stamp(path);
+            let bytes = std::fs::read(path).map_err(|e| StoreError::Io {
+                path: path.to_path_buf(),
+                detail: format!("cannot read it: {e}"),
+            })?;
+            match guarded(path, || Self::verify_copy(path, &bytes)) {
+                Ok(db) => return Ok((db, before)),
+                Err(err @ StoreError::Damaged { .. }) => {
+                    if previous.as_deref() == Some(bytes.as_slice()) {
+                        return Err(err);
+                    }
+                    previous = Some(bytes);
+                    last_error = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: "it kept changing while it was checked".into(),
+        }))
+    }
+
+    /// Opens `bytes` as a database in memory and checks it: redb's integrity check (every
+    /// checksum of the committed trees), the schema, and every record.
+    fn verify_copy(path: &Path, bytes: &[u8]) -> Result<Database, StoreError> {
+        let damaged = |detail: String| StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(damaged("it does not start with redb's header".into()));
+        }
+        let backend = InMemoryBackend::new();
+        backend
+            .set_len(bytes.len() as u64)
+            .and_then(|()| backend.write(0, bytes))
+            .map_err(|e| damaged(format!("cannot copy it: {e}")))?;
+        let mut db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| damaged(e.to_string()))?;
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(damaged(
+                    "its checksums do not match what redb committed".into(),
+                ));
+            }
+            Err(err) => return Err(damaged(err.to_string())),
+        }
+        let store = RedbStore {
+            db: Db::Writable(Arc::new(db)),
+            path: path.to_path_buf(),
+        };
+        store.check_schema()?;
+        store.check_records()?;
+        let Db::Writable(db) = store.db else {
+            unreachable!("built writable above")
+        };
+        Arc::into_inner(db).ok_or_else(|| damaged("the copy is still in use".into()))
+    }
+
     fn open_existing(path: &Path) -> Result<RedbStore, StoreError> {
         let damaged = |detail: String| StoreError::Damaged {
             path: path.to_path_buf(),
@@ -89,27 +249,17 @@ impl RedbStore {
             path: path.to_path_buf(),
             detail,
         };
-        let mut head = [0u8; 4];
-        let mut file = std::fs::File::open(path).map_err(|e| io(format!("cannot read it: {e}")))?;
-        let read = file
-            .read(&mut head)
-            .map_err(|e| io(format!("cannot read it: {e}")))?;
-        if read < MAGIC.len() || head != MAGIC {
-            return Err(damaged("it does not start with redb's header".into()));
-        }
         let mut builder = Database::builder();
         builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open(path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(err)))) => {
+        let db = match builder.open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(err))) => {
                 return Err(io(err.to_string()));
             }
-            Ok(Err(err)) => return Err(damaged(err.to_string())),
-            Err(_) => return Err(damaged("redb could not read its structure".into())),
+            Err(err) => return Err(damaged(err.to_string())),
         };
         let store = RedbStore {
-            db,
+            db: Db::Writable(Arc::new(db)),
             path: path.to_path_buf(),
         };
         store.check_schema()?;
@@ -135,8 +285,70 @@ impl RedbStore {
         }
     }
 
+    /// The database to read: the file, or the verified copy, taken again if the file changed.
+    fn reader(&self) -> Result<Arc<Database>, StoreError> {
+        match &self.db {
+            Db::Writable(db) => Ok(db.clone()),
+            Db::ReadOnly(snapshot) => {
+                let mut snapshot = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+                let now = stamp(&self.path);
+                if now.is_none() || now != snapshot.stamp {
+                    let (db, stamp) = Self::load_verified(&self.path)?;
+                    snapshot.db = Arc::new(db);
+                    snapshot.stamp = stamp;
+                }
+                Ok(snapshot.db.clone())
+            }
+        }
+    }
+
+    /// The database to write; refused when the store was opened read-only.
+    fn writer(&self) -> Result<&Database, StoreError> {
+        match &self.db {
+            Db::Writable(db) => Ok(db),
+            Db::ReadOnly(_) => Err(StoreError::ReadOnly(self.path.clone())),
+        }
+    }
+
+    /// Decodes every record, so a damaged value is found before anything trusts the file.
+    fn check_records(&self) -> Result<(), StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read().map_err(|e| self.damaged(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| self.damaged(e))?;
+        for item in runs.iter().map_err(|e| self.damaged(e))? {
+            let (_, bytes) = item.map_err(|e| self.damaged(e))?;
+            self.decode::<RunHeader>("run header", bytes.value())?;
+        }
+        let events = txn.open_table(EVENTS).map_err(|e| self.damaged(e))?;
+        for item in events.iter().map_err(|e| self.damaged(e))? {
+            let (_, bytes) = item.map_err(|e| self.damaged(e))?;
+            self.decode::<EventRecord>("run event", bytes.value())?;
+        }
+        let audit = txn.open_table(AUDIT).map_err(|e| self.damaged(e))?;
+        for item in audit.iter().map_err(|e| self.damaged(e))? {
+            let (_, bytes) = item.map_err(|e| self.damaged(e))?;
+            self.decode::<AuditEntry>("audit entry", bytes.value())?;
+        }
+        let order = txn.open_table(RUN_ORDER).map_err(|e| self.damaged(e))?;
+        for item in order.iter().map_err(|e| self.damaged(e))? {
+            let (_, id) = item.map_err(|e| self.damaged(e))?;
+            if runs.get(id.value()).map_err(|e| self.damaged(e))?.is_none() {
+                return Err(self.damaged(format!("run {} is listed but missing", id.value())));
+            }
+        }
+        let meta = txn.open_table(META).map_err(|e| self.damaged(e))?;
+        if let Some(text) = meta.get("automation").map_err(|e| self.damaged(e))? {
+            self.decode::<Automation>("automation", text.value().as_bytes())?;
+        }
+        if let Some(text) = meta.get("daemon_status").map_err(|e| self.damaged(e))? {
+            serde_json::from_str::<serde_json::Value>(text.value())
+                .map_err(|e| self.damaged(format!("daemon status: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn initialise(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
             if meta.get("schema").map_err(|e| self.io(e))?.is_none() {
@@ -152,7 +364,8 @@ impl RedbStore {
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.damaged(e))?;
+        let db = self.reader()?;
+        let txn = db.begin_read().map_err(|e| self.damaged(e))?;
         let meta = txn
             .open_table(META)
             .map_err(|e| self.damaged(format!("no dr tables: {e}")))?;
@@ -258,14 +471,15 @@ impl ReadTables for redb::WriteTransaction {
     }
 }
 
-impl Store for RedbStore {
-    fn create_run(
+/// The store's operations, unguarded; `Store` runs each inside `guarded`.
+impl RedbStore {
+    fn raw_create_run(
         &self,
         header: &RunHeader,
         actor: &Actor,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         // A pause recorded after the daemon decided still stops its run: checked in the same
         // write transaction that creates the run.
         if matches!(header.trigger, Trigger::Automatic { .. }) {
@@ -335,14 +549,14 @@ impl Store for RedbStore {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    fn append(
+    fn raw_append(
         &self,
         run: &RunId,
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
     ) -> Result<EventRecord, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         let stored = self
             .read_run(&txn, run)?
             .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
@@ -374,13 +588,13 @@ impl Store for RedbStore {
         Ok(record)
     }
 
-    fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         self.read_run(&txn, run)
     }
 
-    fn list_runs(&self, limit: usize) -> Result<Vec<RunHeader>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_list_runs(&self, limit: usize) -> Result<Vec<RunHeader>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let order = txn.open_table(RUN_ORDER).map_err(|e| self.io(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| self.io(e))?;
         let mut headers = Vec::new();
@@ -395,8 +609,8 @@ impl Store for RedbStore {
         Ok(headers)
     }
 
-    fn active_run(&self) -> Result<Option<RunId>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_active_run(&self) -> Result<Option<RunId>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let meta = txn.open_table(META).map_err(|e| self.io(e))?;
         let active = meta
             .get("active_run")
@@ -405,9 +619,9 @@ impl Store for RedbStore {
         Ok(active)
     }
 
-    fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    fn raw_record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let bytes = self.encode(entry)?;
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         {
             let mut audit = txn.open_table(AUDIT).map_err(|e| self.io(e))?;
             let key = Self::next_audit_key(&audit).map_err(|e| self.io(e))?;
@@ -418,8 +632,8 @@ impl Store for RedbStore {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    fn audit(&self, run: Option<&RunId>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_audit(&self, run: Option<&RunId>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let audit = txn.open_table(AUDIT).map_err(|e| self.io(e))?;
         let mut entries = Vec::new();
         for item in audit.iter().map_err(|e| self.io(e))?.rev() {
@@ -436,8 +650,8 @@ impl Store for RedbStore {
         Ok(entries)
     }
 
-    fn automation(&self) -> Result<Automation, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_automation(&self) -> Result<Automation, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let meta = txn.open_table(META).map_err(|e| self.io(e))?;
         let value = meta.get("automation").map_err(|e| self.io(e))?;
         match value {
@@ -446,7 +660,7 @@ impl Store for RedbStore {
         }
     }
 
-    fn set_automation(
+    fn raw_set_automation(
         &self,
         automation: &Automation,
         audit: &AuditEntry,
@@ -455,7 +669,7 @@ impl Store for RedbStore {
         automation.version = STORE_VERSION;
         let text = String::from_utf8(self.encode(&automation)?).map_err(|e| self.io(e))?;
         let audit_bytes = self.encode(audit)?;
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
             meta.insert("automation", text.as_str())
@@ -469,8 +683,8 @@ impl Store for RedbStore {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+    fn raw_daemon_status(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let meta = txn.open_table(META).map_err(|e| self.io(e))?;
         let value = meta
             .get("daemon_status")
@@ -479,13 +693,74 @@ impl Store for RedbStore {
         Ok(value)
     }
 
-    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+    fn raw_put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
             meta.insert("daemon_status", json).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
+    }
+}
+
+impl Store for RedbStore {
+    fn create_run(
+        &self,
+        header: &RunHeader,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        guarded(&self.path, || self.raw_create_run(header, actor, reason))
+    }
+
+    fn append(
+        &self,
+        run: &RunId,
+        at: Timestamp,
+        actor: &Actor,
+        event: RunEvent,
+    ) -> Result<EventRecord, StoreError> {
+        guarded(&self.path, || self.raw_append(run, at, actor, event))
+    }
+
+    fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        guarded(&self.path, || self.raw_load_run(run))
+    }
+
+    fn list_runs(&self, limit: usize) -> Result<Vec<RunHeader>, StoreError> {
+        guarded(&self.path, || self.raw_list_runs(limit))
+    }
+
+    fn active_run(&self) -> Result<Option<RunId>, StoreError> {
+        guarded(&self.path, || self.raw_active_run())
+    }
+
+    fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        guarded(&self.path, || self.raw_record_audit(entry))
+    }
+
+    fn audit(&self, run: Option<&RunId>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        guarded(&self.path, || self.raw_audit(run, limit))
+    }
+
+    fn automation(&self) -> Result<Automation, StoreError> {
+        guarded(&self.path, || self.raw_automation())
+    }
+
+    fn set_automation(
+        &self,
+        automation: &Automation,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        guarded(&self.path, || self.raw_set_automation(automation, audit))
+    }
+
+    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
+        guarded(&self.path, || self.raw_daemon_status())
+    }
+
+    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+        guarded(&self.path, || self.raw_put_daemon_status(json))
     }
 }
 

@@ -1,0 +1,116 @@
+//! Serving the router on a listener with the limits a slow or hostile client cannot get around:
+//! a deadline for a request's headers, a lifetime for a connection (which bounds idle keep-alive
+//! connections), and a cap on open connections. The limits are hyper's own
+//! (`http1::Builder::header_read_timeout` on tokio's timer) and a tokio semaphore on accepted
+//! connections; this module decides nothing about requests.
+//!
+//! Past half the cap, a new connection gets a much shorter header deadline: a client that sends
+//! its request at once (a health probe) is served, one that trickles is cut quickly, so the
+//! connections held stay few and `/health` keeps answering under a flood of half-sent requests.
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How much a client may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Time to send a request's headers, on a connection opened while the server is not busy.
+    pub header_read_timeout: Duration,
+    /// Time to send a request's headers once more than half the connections are in use.
+    pub busy_header_read_timeout: Duration,
+    /// A connection is closed (after its request in flight) this long after it opened.
+    pub max_connection_age: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(5),
+            busy_header_read_timeout: Duration::from_millis(500),
+            max_connection_age: Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let builder = |header_read_timeout| {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(64 * 1024);
+        builder
+    };
+    let calm = builder(limits.header_read_timeout);
+    let busy = builder(limits.busy_header_read_timeout);
+    let mut refused: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, most likely: let connections close, then go on.
+                tracing::warn!(error = %err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    limit = limits.max_connections,
+                    "connection refused: too many open connections"
+                );
+            }
+            continue;
+        };
+        let in_use = limits.max_connections - permits.available_permits();
+        let http = if in_use * 2 > limits.max_connections {
+            &busy
+        } else {
+            &calm
+        };
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let stop = shutdown.clone();
+        let age = limits.max_connection_age;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(age) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    // Requests in flight finish; connections close after them.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+}
