@@ -364,3 +364,35 @@ command = "unpause"
     assert_eq!(held_alerts, 2, "{:?}", report.alerts);
     assert_eq!(report.runs.len(), 2, "{}", report.render());
 }
+
+#[test]
+fn an_operator_abort_of_an_automatic_run_is_not_overruled_one_poll_later() {
+    // The lag is over the budget, so the automatic run waits for approval; the operator aborts
+    // it. us-east-1 is still down, but the daemon holds (and alerts) instead of starting again.
+    let (report, evidence) = run(r#"
+name = "abort-before-promotion"
+duration = "30m"
+daemon = true
+[[event]]
+at = "1m"
+lag = { region = "us-west-2", lag = "7m" }
+[[event]]
+at = "2m"
+outage = { region = "us-east-1", kind = "full" }
+[[event]]
+at = "8m3s"
+command = "abort"
+"#);
+    assert_eq!(report.runs.len(), 1, "{}", report.render());
+    assert!(
+        evidence.decisions.iter().any(|(_, d)| matches!(
+            d,
+            Decision::Nothing(Hold::Cooldown {
+                would: Would::FailOver { .. },
+                ..
+            })
+        )),
+        "{}",
+        report.render()
+    );
+}

@@ -527,7 +527,8 @@ impl Daemon {
 
     /// When the latest run issued (or was about to issue) a promotion: any run, automatic or
     /// manual, failover or switchover, however it ended. Its write-ahead `Promoting` event says
-    /// so even when the run was aborted or stopped right after the call. A run stored before
+    /// so even when the run was aborted or stopped right after the call. A run an operator
+    /// aborted counts from the abort, promotion or not. A run stored before
     /// that event existed counts from its creation if its promote-db started. The look-back
     /// skips dry runs and reaches far past any cooldown.
     fn last_failover_at(&self) -> Result<Option<Timestamp>, DaemonError> {
@@ -550,7 +551,17 @@ impl Daemon {
                     .map(|_| header.created_at),
                 None => None,
             };
-            latest = latest.max(promoted);
+            // An operator who aborts a run has overruled it: automation does not start the
+            // same failover again one poll later, but holds (and alerts) for the cooldown.
+            let aborted = stored
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(e.event, RunEvent::AbortRequested { .. }) && e.actor != Actor::engine()
+                })
+                .map(|e| e.at)
+                .next_back();
+            latest = latest.max(promoted).max(aborted);
         }
         Ok(latest)
     }
