@@ -1053,6 +1053,31 @@ async fn half_sent_requests_are_cut_and_health_keeps_answering() {
     })
     .await;
     assert!(answered.is_ok(), "/health did not answer under the flood");
+    // And every probe does, at its first attempt, while the slots are all taken by
+    // half-sent requests that keep coming: the oldest connection makes room.
+    let mut answered = 0;
+    for _ in 0..20 {
+        for _ in 0..40 {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+                let _ = stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .await;
+                flood.push(stream);
+            }
+        }
+        let probe = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get(format!("http://{address}/health")).send(),
+        )
+        .await;
+        if matches!(probe, Ok(Ok(ref r)) if r.status() == 200) {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered, 20,
+        "probes answered under a flood that fills every slot"
+    );
     drop(flood);
     shutdown.cancel();
     server.await.unwrap();

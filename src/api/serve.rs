@@ -5,14 +5,17 @@
 //! connections; this module decides nothing about requests.
 //!
 //! Past half the cap, a new connection gets a much shorter header deadline: a client that sends
-//! its request at once (a health probe) is served, one that trickles is cut quickly, so the
-//! connections held stay few and `/health` keeps answering under a flood of half-sent requests.
+//! its request at once (a health probe) is served, one that trickles is cut quickly. At the cap,
+//! a new connection is not refused: the oldest open connection is closed gracefully to make
+//! room (a request in flight on it still gets its answer). A flood of half-sent requests then
+//! only ever evicts itself, and a probe, which sends its request at once, always gets in.
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -27,7 +30,7 @@ pub struct Limits {
     pub busy_header_read_timeout: Duration,
     /// A connection is closed (after its request in flight) this long after it opened.
     pub max_connection_age: Duration,
-    /// Connections open at once; more are closed as soon as they are accepted.
+    /// Connections open at once; past it the oldest is closed to make room.
     pub max_connections: usize,
 }
 
@@ -61,6 +64,7 @@ pub async fn serve(
     let calm = builder(limits.header_read_timeout);
     let busy = builder(limits.busy_header_read_timeout);
     let mut refused: u64 = 0;
+    let open: Mutex<VecDeque<CancellationToken>> = Mutex::new(VecDeque::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -75,17 +79,39 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refused += 1;
-            if refused.is_power_of_two() {
-                tracing::warn!(
-                    refused,
-                    limit = limits.max_connections,
-                    "connection refused: too many open connections"
-                );
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: close the oldest open connection and take its place.
+                evict_oldest(&open);
+                match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                refused,
+                                limit = limits.max_connections,
+                                "connection refused: too many open connections"
+                            );
+                        }
+                        continue;
+                    }
+                }
             }
-            continue;
         };
+        let evict = CancellationToken::new();
+        {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            // Connections that ended cancelled their token on the way out: drop them.
+            while open.front().is_some_and(CancellationToken::is_cancelled) {
+                open.pop_front();
+            }
+            if open.len() > limits.max_connections * 2 {
+                open.retain(|t| !t.is_cancelled());
+            }
+            open.push_back(evict.clone());
+        }
         let in_use = limits.max_connections - permits.available_permits();
         let http = if in_use * 2 > limits.max_connections {
             &busy
@@ -100,10 +126,13 @@ pub async fn serve(
         let age = limits.max_connection_age;
         tokio::spawn(async move {
             let _permit = permit;
+            // Marks the connection ended, whichever way it ends.
+            let _ended = evict.clone().drop_guard();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = stop.cancelled() => {}
+                _ = evict.cancelled() => {}
                 _ = tokio::time::sleep(age) => {}
             }
             connection.as_mut().graceful_shutdown();
@@ -113,4 +142,18 @@ pub async fn serve(
     // Requests in flight finish; connections close after them.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+}
+
+/// How long a new connection waits for the slot of the connection closed to make room.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// Closes the oldest connection still open (gracefully: a request in flight is answered).
+fn evict_oldest(open: &Mutex<VecDeque<CancellationToken>>) {
+    let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some(token) = open.pop_front() {
+        if !token.is_cancelled() {
+            token.cancel();
+            return;
+        }
+    }
 }
