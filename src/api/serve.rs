@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -53,6 +54,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let spare = Arc::new(Semaphore::new(limits.max_connections / 4));
     let builder = |header_read_timeout| {
         let mut builder = http1::Builder::new();
         builder
@@ -63,8 +65,7 @@ pub async fn serve(
     };
     let calm = builder(limits.header_read_timeout);
     let busy = builder(limits.busy_header_read_timeout);
-    let mut refused: u64 = 0;
-    let open: Mutex<VecDeque<CancellationToken>> = Mutex::new(VecDeque::new());
+    let open: Mutex<VecDeque<Open>> = Mutex::new(VecDeque::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -82,35 +83,43 @@ pub async fn serve(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                // Full: close the oldest open connection and take its place.
+                // Full: close the oldest open connection and take its place. The new one may
+                // start while the evicted one is still closing, on one of a few spare slots, so
+                // the accept loop rarely waits and the count stays within the cap and a quarter.
                 evict_oldest(&open);
-                match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        refused += 1;
-                        if refused.is_power_of_two() {
-                            tracing::warn!(
-                                refused,
-                                limit = limits.max_connections,
-                                "connection refused: too many open connections"
-                            );
+                tokio::task::yield_now().await;
+                let slot = permits
+                    .clone()
+                    .try_acquire_owned()
+                    .or_else(|_| spare.clone().try_acquire_owned());
+                match slot {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                            .await
+                        {
+                            Ok(Ok(permit)) => permit,
+                            _ => continue,
                         }
-                        continue;
                     }
                 }
             }
         };
         let evict = CancellationToken::new();
+        let requests = Arc::new(AtomicUsize::new(0));
         {
             let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
             // Connections that ended cancelled their token on the way out: drop them.
-            while open.front().is_some_and(CancellationToken::is_cancelled) {
+            while open.front().is_some_and(|c| c.evict.is_cancelled()) {
                 open.pop_front();
             }
             if open.len() > limits.max_connections * 2 {
-                open.retain(|t| !t.is_cancelled());
+                open.retain(|c| !c.evict.is_cancelled());
             }
-            open.push_back(evict.clone());
+            open.push_back(Open {
+                evict: evict.clone(),
+                requests: requests.clone(),
+            });
         }
         let in_use = limits.max_connections - permits.available_permits();
         let http = if in_use * 2 > limits.max_connections {
@@ -118,10 +127,20 @@ pub async fn serve(
         } else {
             &calm
         };
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        // Counts the requests in flight on this connection, so an eviction knows whether it
+        // may close the socket at once (nothing in flight) or must let a request finish.
+        let counter = requests.clone();
+        let app = router.clone();
+        let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            let in_flight = InFlight::start(counter.clone());
+            async move {
+                let _in_flight = in_flight;
+                tower::ServiceExt::oneshot(app, request).await
+            }
+        });
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let stop = shutdown.clone();
         let age = limits.max_connection_age;
         tokio::spawn(async move {
@@ -132,7 +151,12 @@ pub async fn serve(
             tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = stop.cancelled() => {}
-                _ = evict.cancelled() => {}
+                _ = evict.cancelled() => {
+                    if requests.load(Ordering::SeqCst) == 0 {
+                        // Evicted with no request in flight: close the socket now.
+                        return;
+                    }
+                }
                 _ = tokio::time::sleep(age) => {}
             }
             connection.as_mut().graceful_shutdown();
@@ -144,16 +168,44 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
 }
 
-/// How long a new connection waits for the slot of the connection closed to make room.
-const EVICTION_WAIT: Duration = Duration::from_millis(200);
+/// How long a new connection waits for a slot when even the spare ones are taken.
+const EVICTION_WAIT: Duration = Duration::from_millis(50);
 
-/// Closes the oldest connection still open (gracefully: a request in flight is answered).
-fn evict_oldest(open: &Mutex<VecDeque<CancellationToken>>) {
+/// An open connection, as the accept loop sees it.
+struct Open {
+    /// Cancelled to evict it, and by the connection itself when it ends.
+    evict: CancellationToken,
+    /// Requests in flight on it.
+    requests: Arc<AtomicUsize>,
+}
+
+/// A request in flight on a connection, counted while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(counter: Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Closes the oldest open connection that has no request in flight (a half-sent request or an
+/// idle keep-alive), else the oldest of all, gracefully.
+fn evict_oldest(open: &Mutex<VecDeque<Open>>) {
     let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
-    while let Some(token) = open.pop_front() {
-        if !token.is_cancelled() {
-            token.cancel();
-            return;
-        }
+    open.retain(|c| !c.evict.is_cancelled());
+    let idle = open
+        .iter()
+        .position(|c| c.requests.load(Ordering::SeqCst) == 0);
+    if let Some(victim) = idle.or(if open.is_empty() { None } else { Some(0) })
+        && let Some(connection) = open.remove(victim)
+    {
+        connection.evict.cancel();
     }
 }
