@@ -970,19 +970,10 @@ async fn route53_calls_stay_under_the_rate_limit_however_many_health_checks_are_
     }
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
     let s = setup();
-    let port = free_port();
+    let port = common::free_port();
     let text_ok = std::fs::read_to_string(&s.config).unwrap();
     let fast = text_ok
         .replace("failure_window = \"5m\"", "failure_window = \"4s\"")

@@ -2,6 +2,8 @@
 //! the executor lock, operator flows, SIGTERM, and SIGKILL in the middle of a failover followed
 //! by `dr resume`, all against the simulator's state file.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,7 +21,7 @@ impl Env {
     /// A folder with the example config at `time_scale` simulated seconds per second.
     fn new(time_scale: u32) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
                 .unwrap()
@@ -786,15 +788,6 @@ fn pause_unpause_and_ack_act_through_the_store() {
     );
     expect(&env.run(&["ack"]), 2, "needs --reason");
     let _ = stop(daemon);
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

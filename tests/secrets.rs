@@ -4,6 +4,8 @@
 //! `/api/v1/status`, `/api/v1/runs`, the status page and `dr status` are searched for every
 //! secret. A token line with its fields swapped is refused without showing the secret.
 
+mod common;
+
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,25 +17,8 @@ const READ: &str = "read-token-secret-5b2e8d-0002";
 const SLACK_PATH: &str = "T0SECRET/B0SECRET/slack-path-secret-4c1d";
 const ROUTING_KEY: &str = "pd-routing-key-secret-9e6f";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn setup(port: u16) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
-        .unwrap()
-        .replace("time_scale = 60", "time_scale = 3000")
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-    std::fs::write(dir.path().join("dr.toml"), text).unwrap();
-    dir
+    common::fast_sim_dir(port)
 }
 
 fn command(dir: &Path, args: &[&str]) -> Command {
@@ -72,10 +57,10 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 fn run_with_every_secret(log_format: &str) {
-    let port = free_port();
+    let port = common::free_port();
     let dir = setup(port);
-    let slack_down = free_port();
-    let pagerduty_down = free_port();
+    let slack_down = common::free_port();
+    let pagerduty_down = common::free_port();
     let mut daemon = command(dir.path(), &["daemon", "--log-format", log_format])
         .env(
             "DR_API_TOKENS",
@@ -197,7 +182,7 @@ fn no_secret_reaches_a_json_log_or_any_answer() {
 
 #[test]
 fn a_token_line_with_swapped_fields_is_refused_without_the_secret() {
-    let dir = setup(free_port());
+    let dir = setup(common::free_port());
     for line in [
         format!("oncall:{OPERATE}:operate"),
         format!("{OPERATE}:operate:oncall"),
@@ -220,7 +205,7 @@ fn a_token_line_with_swapped_fields_is_refused_without_the_secret() {
 
 #[test]
 fn two_tokens_with_one_secret_stop_the_daemon_at_start_naming_both() {
-    let dir = setup(free_port());
+    let dir = setup(common::free_port());
     let mut daemon = command(dir.path(), &["daemon"])
         .env(
             "DR_API_TOKENS",

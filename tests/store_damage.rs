@@ -2,6 +2,8 @@
 //! bytes in the data pages, a flipped header) gets exit 6, never a panic, and leaves the file
 //! byte for byte as it was. Commands that only read never write even a healthy store.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -9,21 +11,7 @@ const DR: &str = env!("CARGO_BIN_EXE_dr");
 
 /// A folder with the example config on the simulator, its API on a free loopback port.
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
-        .unwrap()
-        .replace("time_scale = 60", "time_scale = 3000")
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-    std::fs::write(dir.path().join("dr.toml"), text).unwrap();
-    dir
+    common::fast_sim_dir(common::free_port())
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {

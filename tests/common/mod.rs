@@ -16,6 +16,29 @@ use dr::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A folder holding `dr.toml`: the example config on the simulator at 3000x, its API on `port`.
+pub fn fast_sim_dir(port: u16) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+        .unwrap()
+        .replace("time_scale = 60", "time_scale = 3000")
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    std::fs::write(dir.path().join("dr.toml"), text).unwrap();
+    dir
+}
+
 /// The example config, with paths under `dir`.
 pub fn example_config(dir: &Path) -> Config {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
