@@ -1038,7 +1038,9 @@ impl Progress for Printer {
                 format!("{step}: started again (attempt {attempt})")
             }
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
-            RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
+            event @ (RunEvent::StepGated { .. }
+            | RunEvent::Promoting { .. }
+            | RunEvent::Requested { .. }) => event.shared_text().unwrap_or_default(),
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step}: done: {}", outcome.summary)
             }
@@ -1049,16 +1051,6 @@ impl Progress for Printer {
             RunEvent::Paused { reason } => format!("run paused: {reason}"),
             RunEvent::Resumed { reason } => format!("run resumed: {reason}"),
             RunEvent::AbortRequested { reason } => format!("abort requested: {reason}"),
-            RunEvent::StepGated { step, gate } => {
-                format!("{step} waits for approval: {}", gate.reason)
-            }
-            RunEvent::Promoting { step, lag_ms } => match lag_ms {
-                Some(ms) => format!(
-                    "{step}: sending the promotion; replication lag read just before: {}",
-                    fmt_duration(Duration::from_millis(*ms))
-                ),
-                None => format!("{step}: sending the promotion (replication lag not measured)"),
-            },
             RunEvent::Finished { outcome } => format!("run finished: {outcome}"),
         };
         self.line(record.at, &text);

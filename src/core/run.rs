@@ -373,6 +373,28 @@ pub enum RunEvent {
     },
 }
 
+impl RunEvent {
+    /// The line people read for the events that the CLI's and the drill's timelines word alike
+    /// (a gate raised by a running step, a promotion sent, a change requested); None for the
+    /// others, which each surface words its own way.
+    pub fn shared_text(&self) -> Option<String> {
+        Some(match self {
+            RunEvent::StepGated { step, gate } => {
+                format!("{step} waits for approval: {}", gate.reason)
+            }
+            RunEvent::Promoting { step, lag_ms } => match lag_ms {
+                Some(ms) => format!(
+                    "{step}: sending the promotion; replication lag read just before: {}",
+                    super::time::fmt_duration(std::time::Duration::from_millis(*ms))
+                ),
+                None => format!("{step}: sending the promotion (replication lag not measured)"),
+            },
+            RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
+            _ => return None,
+        })
+    }
+}
+
 /// An event with its sequence number, time and actor, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {

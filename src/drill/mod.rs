@@ -119,17 +119,9 @@ impl Progress for Recorder {
                 format!("{step} started (attempt {attempt})")
             }
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
-            RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
-            RunEvent::StepGated { step, gate } => {
-                format!("{step} waits for approval: {}", gate.reason)
-            }
-            RunEvent::Promoting { step, lag_ms } => match lag_ms {
-                Some(ms) => format!(
-                    "{step}: sending the promotion; replication lag read just before: {}",
-                    fmt_duration(Duration::from_millis(*ms))
-                ),
-                None => format!("{step}: sending the promotion (replication lag not measured)"),
-            },
+            event @ (RunEvent::StepGated { .. }
+            | RunEvent::Promoting { .. }
+            | RunEvent::Requested { .. }) => event.shared_text().unwrap_or_default(),
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step} done: {}", outcome.summary)
             }
