@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod drill;
 pub mod engine;
 pub mod notify;
+pub mod observe;
 pub mod provider;
 pub mod secret;
+pub mod service;
 pub mod store;

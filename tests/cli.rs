@@ -925,4 +925,21 @@ fn the_plan_shown_before_a_failover_carries_the_request_tokens_that_are_sent() {
             "token {token} was shown but not sent"
         );
     }
+    // The plan stored for the run, rendered, is exactly the plan that was shown and confirmed.
+    let id = text
+        .lines()
+        .filter(|l| l.ends_with(" started"))
+        .find_map(|l| l.strip_prefix("run ")?.split(':').next())
+        .expect("the run's id is printed");
+    let store = dr::store::RedbStore::open_read_only(&env.path("dr-store.redb"))
+        .unwrap()
+        .expect("the run's store exists");
+    let stored = dr::store::Store::load_run(&store, &dr::core::ids::RunId::new(id))
+        .unwrap()
+        .expect("the run is stored");
+    let rendered = stored.header.plan.render(&stored.header.id);
+    assert!(
+        text.contains(&rendered),
+        "the stored plan differs from the one shown:\nstored:\n{rendered}\nshown:\n{text}"
+    );
 }

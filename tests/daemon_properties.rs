@@ -27,6 +27,8 @@
 //! Event times fall 3 s after a poll tick, so "what the daemon could see at its tick" is exact.
 //! The counts of scenarios that exercised each rule are printed and recorded in BENCHMARKS.md.
 
+mod common;
+
 use dr::config::Config;
 use dr::core::detect::Signal;
 use dr::core::health::Observation;
@@ -35,7 +37,6 @@ use dr::core::run::{RunEvent, RunState};
 use dr::drill::scenario::{Action, Event, Expectations, OperatorCommand, Scenario};
 use dr::drill::{self, DrillOptions, DrillReport, Evidence};
 use dr::provider::sim::{FaultKind, OutageKind};
-use std::path::Path;
 use std::time::Duration;
 
 const WINDOW: f64 = 300.0;
@@ -453,19 +454,8 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
 }
 
 fn configs() -> (Config, Config) {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
-        .unwrap();
-    let two = dr::config::parse(&text, Path::new("two.toml")).unwrap();
-    let uncommented: String = text
-        .lines()
-        .map(|l| {
-            l.strip_prefix("# ~ ")
-                .or(l.strip_prefix("# ~"))
-                .unwrap_or(l)
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let three = dr::config::parse(&uncommented, Path::new("three.toml")).unwrap();
+    let two = common::shipped_config("example.toml");
+    let three = common::three_region_config();
     assert_eq!(two.plan.rpo_budget.as_millis() as u64, BUDGET_MS);
     assert_eq!(two.detection.cooldown.as_secs_f64(), COOLDOWN);
     (two, three)

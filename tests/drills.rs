@@ -2,32 +2,19 @@
 //! one rehearses is checked in its report. Also the concurrency measurement of the reference
 //! outage against the seed's serial runbook on the same simulated timings.
 
+mod common;
+
 use dr::config::Config;
 use dr::drill::{self, DrillOptions, DrillReport};
 use std::path::Path;
 
 fn config() -> Config {
-    dr::config::load(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/example.toml"
-    )))
-    .unwrap()
+    common::shipped_config("example.toml")
 }
 
-/// The example config with its commented-out third region (eu-west-1) added.
+/// The shipped three-region config.
 fn three_region_config() -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
-        .unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            l.strip_prefix("# ~ ")
-                .or(l.strip_prefix("# ~"))
-                .unwrap_or(l)
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    dr::config::parse(&text, Path::new("three.toml")).unwrap()
+    common::three_region_config()
 }
 
 fn drill(name: &str, options: DrillOptions) -> DrillReport {
@@ -417,4 +404,29 @@ fn a_scenario_that_needs_a_third_region_says_so_on_a_two_region_config() {
         .block_on(drill::run(&config(), &scenario, &DrillOptions::default()))
         .unwrap_err();
     assert!(err.to_string().contains("needs region eu-west-1"), "{err}");
+}
+
+#[test]
+fn the_shipped_three_region_config_is_the_example_plus_its_third_region() {
+    // config/three-region.toml is its own file so that the three-region drills run as shipped;
+    // it must not drift from the example it extends.
+    let shipped = common::three_region_config();
+    let derived = common::example_with_third_region();
+    let view = |c: &Config| {
+        let mut value = serde_json::to_value(c).unwrap();
+        for key in ["path", "store_path"] {
+            value.as_object_mut().unwrap().remove(key);
+        }
+        value["sim"].as_object_mut().unwrap().remove("state_path");
+        value
+    };
+    assert_eq!(view(&shipped), view(&derived));
+    assert_eq!(shipped.topology.regions.len(), 3);
+    // Its store and world are its own, so it never reuses the two-region deployment's.
+    assert_ne!(
+        shipped.store_path.file_name(),
+        common::shipped_config("example.toml")
+            .store_path
+            .file_name()
+    );
 }

@@ -7,12 +7,13 @@
 mod common;
 
 use dr::api::auth::Tokens;
-use dr::api::{ApiState, app};
+use dr::api::serve::Limits;
 use dr::clock::{Clock, WallClock};
 use dr::core::run::StepStatus;
 use dr::core::time::Timestamp;
-use dr::daemon::{Daemon, DaemonSettings};
+use dr::daemon::DaemonSettings;
 use dr::provider::sim::{OutageKind, SimProvider, World};
+use dr::service::Service;
 use dr::store::{MemoryStore, Store};
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,22 +61,18 @@ async fn the_status_page_draws_regions_and_the_running_failover() {
     let sim = Arc::new(SimProvider::in_memory(world, clock.clone()));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = common::engine(store.clone(), &sim, &clock);
-    let daemon = Daemon::new(
-        config.clone(),
-        engine.clone(),
-        DaemonSettings::from_config(&config, Some(false)),
-    );
-    let state = ApiState {
-        config: Arc::new(config),
+    // The daemon and its API start as `dr daemon` starts them.
+    let service = Service {
+        config: config.clone(),
         engine,
-        daemon: daemon.handle(),
-        tokens: Arc::new(Tokens::parse(&format!("page:read:{TOKEN}"), "test").unwrap()),
+        settings: DaemonSettings::from_config(&config, Some(false)),
+        tokens: Tokens::parse(&format!("page:read:{TOKEN}"), "test").unwrap(),
+        limits: Limits::default(),
     };
     let stop = CancellationToken::new();
-    let watching = tokio::spawn(daemon.run(stop.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let serving = tokio::spawn(dr::service::serve(service, listener, stop.clone()));
 
     sim.update(|w| w.set_outage(&"us-east-1".into(), Some(OutageKind::Full)))
         .unwrap()
@@ -171,6 +168,9 @@ async fn the_status_page_draws_regions_and_the_running_failover() {
     );
 
     stop.cancel();
-    let _ = watching.await;
-    server.abort();
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("the daemon and its API stop within 30 s of shutdown")
+        .unwrap()
+        .unwrap();
 }

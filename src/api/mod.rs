@@ -9,11 +9,12 @@ pub mod auth;
 pub mod guard;
 mod metrics;
 pub mod serve;
+pub mod view;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
-use crate::core::plan::{PlanRequest, RunKind};
+use crate::core::plan::{PlanRequest, RunKind, build_plan};
 use crate::core::run::Trigger;
 use crate::daemon::DaemonHandle;
 use crate::engine::{Engine, EngineError, NewRun, control, new_run_id};
@@ -26,8 +27,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
+pub use view::{ActionRequest, StartRequest};
+use view::{AutomationAnswer, RunView, StatusView};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -69,10 +72,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({
-            "error": self.message,
-            "status": self.status.as_u16(),
-        }));
+        let body = Json(view::ErrorBody {
+            error: self.message,
+            status: self.status.as_u16(),
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -142,10 +145,10 @@ async fn json_errors(response: Response) -> Response {
         ),
         _ => detail.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase()),
     };
-    let body = serde_json::to_vec(&serde_json::json!({
-        "error": message,
-        "status": status.as_u16(),
-    }))
+    let body = serde_json::to_vec(&view::ErrorBody {
+        error: message,
+        status: status.as_u16(),
+    })
     .unwrap_or_default();
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -384,25 +387,32 @@ async fn metrics_text(
 async fn status(
     State(state): State<ApiState>,
     _caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusView>, ApiError> {
     let daemon = state.daemon.status();
     let automation = state.engine.store.automation()?;
     let active = match state.engine.store.active_run()? {
-        Some(id) => state.engine.store.load_run(&id)?.map(|r| r.to_json()),
+        Some(id) => state
+            .engine
+            .store
+            .load_run(&id)?
+            .map(|r| RunView::of(&r, None)),
         None => None,
     };
-    Ok(Json(serde_json::json!({
-        "now": state.clock().now(),
-        "writer": daemon.as_ref().and_then(|d| d.writer.clone()),
-        "regions": daemon.as_ref().map(|d| d.regions.clone()).unwrap_or_default(),
-        "decision": daemon.as_ref().map(|d| d.decision.clone()),
-        "reason": daemon.as_ref().map(|d| d.reason.clone()),
-        "observed_at": daemon.as_ref().map(|d| d.at),
-        "automation": automation,
-        "cooldown_until": daemon.as_ref().and_then(|d| d.cooldown_until),
-        "prewarmed": daemon.as_ref().and_then(|d| d.prewarmed.clone()),
-        "active_run": active,
-    })))
+    Ok(Json(StatusView {
+        now: state.clock().now(),
+        writer: daemon.as_ref().and_then(|d| d.writer.clone()),
+        regions: daemon
+            .as_ref()
+            .map(|d| d.regions.clone())
+            .unwrap_or_default(),
+        decision: daemon.as_ref().map(|d| d.decision.clone()),
+        reason: daemon.as_ref().map(|d| d.reason.clone()),
+        observed_at: daemon.as_ref().map(|d| d.at),
+        automation,
+        cooldown_until: daemon.as_ref().and_then(|d| d.cooldown_until),
+        prewarmed: daemon.as_ref().and_then(|d| d.prewarmed.clone()),
+        active_run: active,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -415,13 +425,13 @@ async fn runs(
     State(state): State<ApiState>,
     _caller: Caller,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<RunView>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = query.limit.unwrap_or(20).min(500);
     let mut out = Vec::new();
     for header in state.engine.store.list_runs(limit)? {
         if let Some(stored) = state.engine.store.load_run(&header.id)? {
-            out.push(stored.to_json());
+            out.push(RunView::of(&stored, None));
         }
     }
     Ok(Json(out))
@@ -431,42 +441,15 @@ async fn run(
     State(state): State<ApiState>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let id = RunId::new(id);
     let stored = state
         .engine
         .store
         .load_run(&id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("there is no run {id}")))?;
-    let mut value = stored.to_json();
-    value["audit"] =
-        serde_json::to_value(state.engine.store.audit(Some(&id), 1000)?).unwrap_or_default();
-    Ok(Json(value))
-}
-
-/// Body of failover and switchover.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartRequest {
-    /// Target region.
-    pub to: String,
-    /// Writer's region (default: as the daemon last read it).
-    pub from: Option<String>,
-    /// Why, for the audit log.
-    pub reason: String,
-    /// Print mutations instead of making them.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// Body of the other actions.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRequest {
-    /// Why, for the audit log.
-    pub reason: String,
-    /// The step (approve).
-    pub step: Option<String>,
+    let audit = state.engine.store.audit(Some(&id), 1000)?;
+    Ok(Json(RunView::of(&stored, Some(audit))))
 }
 
 fn reason_of(reason: &str) -> Result<String, ApiError> {
@@ -524,12 +507,16 @@ async fn start(
             })?,
     };
     let now = state.clock().now();
-    let header = state.engine.create_run(
+    let plan = build_plan(
         &state.config.topology,
+        &PlanRequest { from, to, kind },
         &state.config.plan,
+    )
+    .map_err(EngineError::from)?;
+    let header = state.engine.create_run(
+        plan,
         NewRun {
             id: new_run_id(now),
-            request: PlanRequest { from, to, kind },
             trigger: Trigger::Manual {
                 actor: caller.actor(),
             },
@@ -545,7 +532,7 @@ async fn start(
         .store
         .load_run(&header.id)?
         .ok_or_else(|| StoreError::NoSuchRun(header.id.clone()))?;
-    Ok((StatusCode::ACCEPTED, Json(stored.to_json())).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RunView::of(&stored, None))).into_response())
 }
 
 async fn failover(
@@ -575,14 +562,14 @@ fn existing_run(state: &ApiState, id: String) -> Result<RunId, ApiError> {
     Ok(id)
 }
 
-fn acted(state: &ApiState, run: &RunId) -> Result<Json<serde_json::Value>, ApiError> {
+fn acted(state: &ApiState, run: &RunId) -> Result<Json<RunView>, ApiError> {
     state.daemon.nudge.notify_one();
     let stored = state
         .engine
         .store
         .load_run(run)?
         .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
-    Ok(Json(stored.to_json()))
+    Ok(Json(RunView::of(&stored, None)))
 }
 
 async fn approve(
@@ -590,7 +577,7 @@ async fn approve(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ActionRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     caller.must_operate()?;
     let reason = reason_of(&body.reason)?;
     let step = match &body.step {
@@ -620,7 +607,7 @@ async fn abort(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ActionRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     caller.must_operate()?;
     let reason = reason_of(&body.reason)?;
     let run = existing_run(&state, id)?;
@@ -642,7 +629,7 @@ async fn resume(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ActionRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     caller.must_operate()?;
     let reason = reason_of(&body.reason)?;
     let run = existing_run(&state, id)?;
@@ -654,12 +641,6 @@ async fn resume(
         state.clock().now(),
     )?;
     acted(&state, &run)
-}
-
-#[derive(Serialize)]
-struct AutomationAnswer {
-    automation: crate::core::decision::Automation,
-    paused_run: Option<RunId>,
 }
 
 /// One of the daemon's automation switches (pause, unpause, ack).
@@ -697,7 +678,13 @@ async fn pause(
     caller: Caller,
     ApiJson(body): ApiJson<ActionRequest>,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
-    automation_action(state, caller, body, crate::daemon::pause_automation).await
+    automation_action(
+        state,
+        caller,
+        body,
+        crate::engine::control::pause_automation,
+    )
+    .await
 }
 
 async fn unpause(
@@ -706,7 +693,7 @@ async fn unpause(
     ApiJson(body): ApiJson<ActionRequest>,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
     automation_action(state, caller, body, |store, actor, reason, now| {
-        crate::daemon::unpause_automation(store, actor, reason, now).map(|_| None)
+        crate::engine::control::unpause_automation(store, actor, reason, now).map(|_| None)
     })
     .await
 }
@@ -717,7 +704,7 @@ async fn ack(
     ApiJson(body): ApiJson<ActionRequest>,
 ) -> Result<Json<AutomationAnswer>, ApiError> {
     automation_action(state, caller, body, |store, actor, reason, now| {
-        crate::daemon::ack_cooldown(store, actor, reason, now).map(|_| None)
+        crate::engine::control::ack_cooldown(store, actor, reason, now).map(|_| None)
     })
     .await
 }

@@ -77,11 +77,11 @@ pub struct Status {
     pub backend: String,
     pub writer_region: Option<String>,
     pub regions: Vec<RegionStatus>,
-    pub active_run: Option<serde_json::Value>,
+    pub active_run: Option<crate::api::view::RunView>,
     pub last_run: Option<String>,
     pub executor: Option<String>,
     /// The daemon's last published status, if a daemon ever ran on this store.
-    pub daemon: Option<serde_json::Value>,
+    pub daemon: Option<crate::daemon::DaemonStatus>,
     /// Automation switches.
     pub automation: crate::core::decision::Automation,
     /// Why some of the world could not be read (each distinct error once).
@@ -172,22 +172,13 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
     }
     match &status.daemon {
         Some(daemon) => {
-            let at = daemon.get("at").and_then(|v| v.as_i64()).map(Timestamp);
-            let age = at
-                .map(|at| fmt_duration(status.now.since(at)))
-                .unwrap_or_default();
-            let reason = daemon.get("reason").and_then(|v| v.as_str()).unwrap_or("");
-            let _ = writeln!(out, "Daemon decision ({age} ago): {}", safe(reason));
-            if let Some(regions) = daemon.get("regions").and_then(|v| v.as_array()) {
-                let states: Vec<String> = regions
+            let age = fmt_duration(status.now.since(daemon.at));
+            let _ = writeln!(out, "Daemon decision ({age} ago): {}", safe(&daemon.reason));
+            if !daemon.regions.is_empty() {
+                let states: Vec<String> = daemon
+                    .regions
                     .iter()
-                    .map(|r| {
-                        safe(&format!(
-                            "{} {}",
-                            r.get("region").and_then(|v| v.as_str()).unwrap_or("?"),
-                            r.get("state").and_then(|v| v.as_str()).unwrap_or("?")
-                        ))
-                    })
+                    .map(|r| safe(&format!("{} {}", r.region, r.state)))
                     .collect();
                 let _ = writeln!(out, "Daemon's view: {}", states.join(", "));
             }
@@ -209,15 +200,6 @@ fn step_status(status: &StepStatus) -> String {
         StepStatus::Interrupted => "interrupted".into(),
         StepStatus::Skipped { .. } => "skipped".into(),
     }
-}
-
-/// A run as JSON (`StoredRun::to_json`), with its audit trail when given.
-pub fn run_json(run: &StoredRun, audit: Option<&[AuditEntry]>) -> serde_json::Value {
-    let mut value = run.to_json();
-    if let Some(audit) = audit {
-        value["audit"] = serde_json::to_value(audit).unwrap_or_default();
-    }
-    value
 }
 
 /// A run's headline and steps.
@@ -297,7 +279,7 @@ pub fn run_detail(run: &StoredRun, audit: &[AuditEntry]) -> String {
 }
 
 /// `dr runs`.
-pub fn runs_table(rows: &[serde_json::Value]) -> String {
+pub fn runs_table(rows: &[crate::api::view::RunView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -305,38 +287,26 @@ pub fn runs_table(rows: &[serde_json::Value]) -> String {
         "run", "kind", "from -> to", "created"
     );
     for row in rows {
-        let s = |k: &str| safe(row.get(k).and_then(|v| v.as_str()).unwrap_or(""));
-        let created = row
-            .get("created_at")
-            .and_then(|v| v.as_i64())
-            .map(|ms| Timestamp(ms).to_string())
-            .unwrap_or_default();
         let status = row
-            .get("status")
+            .status
+            .as_ref()
             .map(|st| {
-                let kind = st.get("status").and_then(|v| v.as_str()).unwrap_or("");
-                match st.get("outcome").and_then(|v| v.as_str()) {
+                let value = serde_json::to_value(st).unwrap_or_default();
+                let kind = value.get("status").and_then(|v| v.as_str()).unwrap_or("");
+                match value.get("outcome").and_then(|v| v.as_str()) {
                     Some(outcome) => safe(&format!("{kind}: {outcome}")),
                     None => safe(kind),
                 }
             })
             .unwrap_or_default();
-        let dry = if row
-            .get("dry_run")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-        {
-            " (dry)"
-        } else {
-            ""
-        };
+        let dry = if row.dry_run { " (dry)" } else { "" };
         let _ = writeln!(
             out,
             "{:<28} {:<11} {:<24} {:<22} {}",
-            s("id"),
-            format!("{}{dry}", s("kind")),
-            format!("{} -> {}", s("from"), s("to")),
-            created,
+            safe(row.id.as_str()),
+            format!("{}{dry}", row.kind),
+            safe(&format!("{} -> {}", row.from, row.to)),
+            row.created_at,
             status
         );
     }

@@ -10,18 +10,17 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::decision::{Automation, Decision, Hold, Policy, RegionView, Situation, decide};
-use crate::core::detect::{DetectPolicy, RegionTracker, Signal, Signals};
-use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
+use crate::core::detect::{DetectPolicy, RegionTracker, Signal};
+use crate::core::health::Observation;
 use crate::core::ids::{Actor, RegionName, RunId};
-use crate::core::plan::{GroupTarget, PlanRequest, RunKind};
+use crate::core::plan::{GroupTarget, PlanRequest, RunKind, build_plan};
 use crate::core::run::{RunEvent, RunStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
-use crate::core::topology::Region;
 use crate::engine::{Engine, EngineError, ExecOutcome, NewRun, steps};
+use crate::observe::Observer;
 use crate::store::{AuditEntry, STORE_VERSION, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -80,7 +79,7 @@ impl DaemonSettings {
 }
 
 /// One region in the published status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegionStatus {
     /// Region.
     pub region: RegionName,
@@ -98,9 +97,17 @@ pub struct RegionStatus {
     pub lag_alert: bool,
 }
 
+/// The format of [`DaemonStatus`] this dr writes and reads. A status of another version was
+/// written by another dr: `dr status` says so instead of guessing at it.
+pub const DAEMON_STATUS_VERSION: u32 = 1;
+
 /// What the daemon publishes to the store at every tick.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
+    /// Its format ([`DAEMON_STATUS_VERSION`]). Statuses written before it carried one are the
+    /// first format.
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// When.
     pub at: Timestamp,
     /// The daemon's process id.
@@ -121,6 +128,29 @@ pub struct DaemonStatus {
     pub active_run: Option<RunId>,
     /// When the cooldown after the last failover ends, if it is in force.
     pub cooldown_until: Option<Timestamp>,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+impl DaemonStatus {
+    /// The status a store holds, read: `Ok(None)` when no daemon ever published one, an error
+    /// naming the version when another dr wrote it or the text does not parse.
+    pub fn read(store: &dyn crate::store::Store) -> Result<Option<DaemonStatus>, String> {
+        let Some(text) = store.daemon_status().map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let status: DaemonStatus = serde_json::from_str(&text)
+            .map_err(|e| format!("the daemon's published status cannot be read ({e})"))?;
+        if status.version != DAEMON_STATUS_VERSION {
+            return Err(format!(
+                "the daemon's published status is format {}, and this dr reads format {DAEMON_STATUS_VERSION}: a daemon of another version runs on this store",
+                status.version
+            ));
+        }
+        Ok(Some(status))
+    }
 }
 
 /// What the daemon shares with the HTTP API in its process: its latest status (every tick), a
@@ -331,95 +361,35 @@ impl Daemon {
         self.executor.as_ref().is_some_and(|h| !h.is_finished())
     }
 
-    async fn bounded<T, F>(&self, call: F) -> Option<T>
-    where
-        F: Future<Output = T>,
-    {
-        let clock = self.clock();
-        // The limit must pass on the daemon's clock and in real time both: a simulator whose
-        // clock runs faster than real time must not turn a call that waits for its state file
-        // into an Unknown (an Unknown round restarts the failure window).
-        let limit = async {
-            tokio::join!(
-                clock.sleep(self.settings.call_timeout),
-                tokio::time::sleep(self.settings.call_timeout)
-            )
-        };
-        tokio::select! {
-            value = call => Some(value),
-            _ = limit => None,
+    fn observer(&self) -> Observer<'_> {
+        Observer {
+            providers: &self.engine.providers,
+            topology: &self.config.topology,
+            clock: self.clock(),
+            call_timeout: self.settings.call_timeout,
+            probe_timeout: self.settings.probe_timeout,
         }
-    }
-
-    /// Reads the writer's region through any region that answers, in priority order.
-    async fn read_writer(&self) -> Option<RegionName> {
-        let db = self.engine.providers.database.clone();
-        for region in &self.config.topology.regions {
-            let read =
-                self.bounded(db.describe_global_cluster(
-                    &region.name,
-                    &self.config.topology.global_cluster_id,
-                ))
-                .await;
-            if let Some(Ok(cluster)) = read
-                && let Some(writer) = cluster.writer()
-            {
-                return Some(writer.region.clone());
-            }
-        }
-        None
-    }
-
-    async fn observe_region(
-        &self,
-        region: &Region,
-    ) -> (Observation, ProbeResult, Option<Duration>) {
-        let p = &self.engine.providers;
-        let (checkers, probe) = tokio::join!(
-            self.bounded(p.health_checks.checker_report(&region.health_check_id)),
-            p.probe.probe(
-                &region.name,
-                &region.health_url,
-                self.settings.probe_timeout
-            ),
-        );
-        let route53 = match checkers {
-            Some(Ok(report)) => classify_checkers(report.healthy, report.total),
-            _ => Observation::Unknown,
-        };
-        let lag = if self.writer.as_ref() == Some(&region.name) {
-            None
-        } else {
-            match self
-                .bounded(p.lag.lag(&region.name, &region.db_cluster_id))
-                .await
-            {
-                Some(Ok(lag)) => lag,
-                _ => None,
-            }
-        };
-        (route53, probe, lag)
     }
 
     /// One observation, decision and action. Returns the decision.
     pub async fn tick(&mut self) -> Result<Decision, DaemonError> {
-        if let Some(writer) = self.read_writer().await {
+        let observer = self.observer();
+        let writer = observer.writer().await.ok();
+        let round = observer
+            .round(writer.as_ref().or(self.writer.as_ref()))
+            .await;
+        if let Some(writer) = writer {
             self.writer = Some(writer);
         }
         let regions = self.config.topology.regions.clone();
-        let observed =
-            futures::future::join_all(regions.iter().map(|r| self.observe_region(r))).await;
         let now = self.clock().now();
-        let peer_answered = observed
-            .iter()
-            .any(|(_, probe, _)| matches!(probe, ProbeResult::Status { .. }));
-        for (region, (route53, probe, lag)) in regions.iter().zip(observed) {
-            let signals = Signals::of(route53, classify_probe(&probe, peer_answered));
+        for (region, reading) in regions.iter().zip(&round.regions) {
+            let signals = round.signals(reading);
             self.engine.progress.observed(now, &region.name, &signals);
             if let Some(tracker) = self.trackers.get_mut(&region.name) {
                 tracker.observe(signals, now, &self.settings.detect);
             }
-            if let Some(lag) = lag {
+            if let Some(lag) = reading.lag() {
                 let over = lag > self.settings.lag_alert;
                 // Say so when the lag crosses the threshold, not on every poll.
                 if over && self.lag_alerting.insert(region.name.clone()) {
@@ -575,24 +545,27 @@ impl Daemon {
                     handle.abort();
                 }
                 let id = crate::engine::new_run_id(now);
-                let created = self.engine.create_run(
-                    &self.config.topology,
-                    &self.config.plan,
-                    NewRun {
-                        id: id.clone(),
-                        request: PlanRequest {
-                            from: from.clone(),
-                            to: to.clone(),
-                            kind: RunKind::Failover,
-                        },
-                        trigger: Trigger::Automatic {
-                            reason: reason.clone(),
-                        },
-                        actor: self.actor.clone(),
-                        reason: reason.clone(),
-                        dry_run: false,
-                    },
-                );
+                let request = PlanRequest {
+                    from: from.clone(),
+                    to: to.clone(),
+                    kind: RunKind::Failover,
+                };
+                let created = build_plan(&self.config.topology, &request, &self.config.plan)
+                    .map_err(EngineError::from)
+                    .and_then(|plan| {
+                        self.engine.create_run(
+                            plan,
+                            NewRun {
+                                id: id.clone(),
+                                trigger: Trigger::Automatic {
+                                    reason: reason.clone(),
+                                },
+                                actor: self.actor.clone(),
+                                reason: reason.clone(),
+                                dry_run: false,
+                            },
+                        )
+                    });
                 match created {
                     Ok(_) => {
                         tracing::info!(run = %id, from = %from, to = %to, "automatic failover started");
@@ -682,6 +655,7 @@ impl Daemon {
         cooldown_until: Option<Timestamp>,
     ) -> DaemonStatus {
         DaemonStatus {
+            version: DAEMON_STATUS_VERSION,
             at: now,
             pid: std::process::id(),
             writer: self.writer.clone(),
@@ -729,81 +703,55 @@ fn decision_kind(decision: &Decision) -> &'static str {
     }
 }
 
-/// Changes the automation switches in one audited write.
-fn change_automation(
-    store: &dyn crate::store::Store,
-    actor: &Actor,
-    reason: &str,
-    now: Timestamp,
-    action: &str,
-    change: impl FnOnce(&mut Automation),
-) -> Result<(), EngineError> {
-    let mut automation = store.automation()?;
-    change(&mut automation);
-    store.set_automation(&automation, &audit(actor, now, action, reason))?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, Store};
 
-/// Pauses automation (and the active run, if any); used by `dr pause`, the API and drills.
-pub fn pause_automation(
-    store: &dyn crate::store::Store,
-    actor: &Actor,
-    reason: &str,
-    now: Timestamp,
-) -> Result<Option<RunId>, EngineError> {
-    change_automation(store, actor, reason, now, "automation paused", |a| {
-        a.paused = true;
-        a.changed_by = Some(actor.clone());
-        a.reason = Some(reason.to_string());
-        a.changed_at = Some(now);
-    })?;
-    let run = store.active_run()?;
-    if let Some(run) = &run {
-        let status = store
-            .load_run(run)?
-            .map(|r| r.state().map(|s| s.status()))
-            .transpose()?;
-        if !matches!(status, Some(RunStatus::Paused)) {
-            crate::engine::control::pause(store, run, actor, reason, now)?;
+    fn published() -> DaemonStatus {
+        DaemonStatus {
+            version: DAEMON_STATUS_VERSION,
+            at: Timestamp(5),
+            pid: 7,
+            writer: Some("us-east-1".into()),
+            regions: Vec::new(),
+            decision: Decision::Nothing(Hold::AllHealthy),
+            reason: "all healthy".into(),
+            prewarmed: None,
+            automation: Automation::default(),
+            active_run: None,
+            cooldown_until: None,
         }
     }
-    Ok(run)
-}
 
-/// Turns automation back on; used by `dr unpause`, the API and drills.
-pub fn unpause_automation(
-    store: &dyn crate::store::Store,
-    actor: &Actor,
-    reason: &str,
-    now: Timestamp,
-) -> Result<(), EngineError> {
-    change_automation(store, actor, reason, now, "automation unpaused", |a| {
-        a.paused = false;
-        a.changed_by = Some(actor.clone());
-        a.reason = Some(reason.to_string());
-        a.changed_at = Some(now);
-    })
-}
+    #[test]
+    fn a_published_status_reads_back_and_another_version_is_named_not_guessed() {
+        let store = MemoryStore::new();
+        assert_eq!(DaemonStatus::read(&store).unwrap(), None);
+        let status = published();
+        store
+            .put_daemon_status(&serde_json::to_string(&status).unwrap())
+            .unwrap();
+        assert_eq!(DaemonStatus::read(&store).unwrap(), Some(status.clone()));
 
-/// Clears the cooldown of the last failover; used by `dr ack`, the API and drills.
-pub fn ack_cooldown(
-    store: &dyn crate::store::Store,
-    actor: &Actor,
-    reason: &str,
-    now: Timestamp,
-) -> Result<(), EngineError> {
-    change_automation(store, actor, reason, now, "cooldown cleared", |a| {
-        a.cooldown_cleared_at = Some(now);
-    })
-}
+        // Written before statuses carried a version: the same shape, read as the first format.
+        let mut old = serde_json::to_value(&status).unwrap();
+        old.as_object_mut().unwrap().remove("version");
+        store.put_daemon_status(&old.to_string()).unwrap();
+        assert_eq!(DaemonStatus::read(&store).unwrap(), Some(status.clone()));
 
-fn audit(actor: &Actor, now: Timestamp, action: &str, reason: &str) -> AuditEntry {
-    AuditEntry {
-        version: STORE_VERSION,
-        at: now,
-        actor: actor.clone(),
-        run: None,
-        action: action.to_string(),
-        reason: reason.to_string(),
+        let mut newer = serde_json::to_value(&status).unwrap();
+        newer["version"] = 2.into();
+        store.put_daemon_status(&newer.to_string()).unwrap();
+        let err = DaemonStatus::read(&store).unwrap_err();
+        assert!(err.contains("format 2"), "{err}");
+        assert!(err.contains("another version"), "{err}");
+
+        store.put_daemon_status("{not json").unwrap();
+        assert!(
+            DaemonStatus::read(&store)
+                .unwrap_err()
+                .contains("cannot be read")
+        );
     }
 }

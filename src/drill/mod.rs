@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::core::decision::Decision;
 use crate::core::detect::Signals;
 use crate::core::ids::{Actor, RegionName, RunId, StepName};
-use crate::core::plan::{Operation, PlanRequest, RunKind};
+use crate::core::plan::{Operation, PlanRequest, RunKind, build_plan};
 use crate::core::run::{EventRecord, RunEvent, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::daemon::{Daemon, DaemonSettings};
@@ -241,7 +241,7 @@ pub async fn run_with_evidence(
             return Err(DrillError::Event {
                 at: "T+0s".into(),
                 message: format!(
-                    "scenario `{}` needs region {region} in the config; add its [[region]] table (config/example.toml has it commented out)",
+                    "scenario `{}` needs region {region} in the config; run it with a config that has it, such as config/three-region.toml",
                     scenario.name
                 ),
             });
@@ -258,11 +258,7 @@ pub async fn run_with_evidence(
         providers: Providers::all_from(sim.clone()),
         clock: clock.clone(),
         progress: recorder.clone(),
-        settings: EngineSettings {
-            probe_timeout: config.plan.verify.probe_timeout,
-            poll_interval: config.step_poll_interval,
-            ..EngineSettings::default()
-        },
+        settings: EngineSettings::from_config(config),
     };
     let mut drill = Drill {
         engine,
@@ -485,20 +481,23 @@ impl Drill {
                 let id = RunId::new(format!("drill-{}", self.runs.len() + 1));
                 let mut options = self.config.plan.clone();
                 options.serial = self.options.serial;
-                let created = self.engine.create_run(
-                    &self.config.topology,
-                    &options,
-                    NewRun {
-                        id: id.clone(),
-                        request: PlanRequest { from, to, kind },
-                        trigger: Trigger::Drill {
-                            scenario: self.scenario.name.clone(),
-                        },
-                        actor,
-                        reason: format!("drill {}", self.scenario.name),
-                        dry_run: false,
-                    },
-                );
+                let request = PlanRequest { from, to, kind };
+                let created = build_plan(&self.config.topology, &request, &options)
+                    .map_err(crate::engine::EngineError::from)
+                    .and_then(|plan| {
+                        self.engine.create_run(
+                            plan,
+                            NewRun {
+                                id: id.clone(),
+                                trigger: Trigger::Drill {
+                                    scenario: self.scenario.name.clone(),
+                                },
+                                actor,
+                                reason: format!("drill {}", self.scenario.name),
+                                dry_run: false,
+                            },
+                        )
+                    });
                 match created {
                     Ok(_) => {
                         self.runs.push(id.clone());
@@ -545,15 +544,19 @@ impl Drill {
             }
             OperatorCommand::Pause => {
                 self.recorder.push(now, "operator: dr pause".into());
-                let paused =
-                    crate::daemon::pause_automation(store.as_ref(), &actor, "paused in drill", now);
+                let paused = crate::engine::control::pause_automation(
+                    store.as_ref(),
+                    &actor,
+                    "paused in drill",
+                    now,
+                );
                 if let Err(err) = paused {
                     self.recorder.push(now, format!("refused: {err}"));
                 }
             }
             OperatorCommand::Unpause => {
                 self.recorder.push(now, "operator: dr unpause".into());
-                let unpaused = crate::daemon::unpause_automation(
+                let unpaused = crate::engine::control::unpause_automation(
                     store.as_ref(),
                     &actor,
                     "unpaused in drill",
@@ -565,7 +568,7 @@ impl Drill {
             }
             OperatorCommand::Ack => {
                 self.recorder.push(now, "operator: dr ack".into());
-                let acked = crate::daemon::ack_cooldown(
+                let acked = crate::engine::control::ack_cooldown(
                     store.as_ref(),
                     &actor,
                     "acknowledged in drill",

@@ -1,13 +1,15 @@
-//! Operator commands on a run: approve, skip, pause, resume, abort.
+//! Operator commands: on a run (approve, skip, pause, resume, abort) and on automation (pause,
+//! unpause, acknowledge the cooldown).
 //!
 //! Each is one checked append to the store, so it works from any process: the executor that
 //! carries the run out sees it at its next turn. Nothing here talks to the cloud.
 
 use super::EngineError;
+use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId, StepName};
 use crate::core::run::{EventRecord, RunEvent, RunOutcome, RunStatus, Shown, StepStatus};
 use crate::core::time::Timestamp;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditEntry, STORE_VERSION, Store, StoreError};
 
 /// The run an operator means: the one named, or else the unfinished one.
 pub fn resolve_run(store: &dyn Store, named: Option<&RunId>) -> Result<RunId, EngineError> {
@@ -173,4 +175,83 @@ pub fn abort(
             outcome: RunOutcome::Aborted,
         },
     )?)
+}
+
+/// Changes the automation switches in one audited write.
+fn change_automation(
+    store: &dyn Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+    action: &str,
+    change: impl FnOnce(&mut Automation),
+) -> Result<(), EngineError> {
+    let mut automation = store.automation()?;
+    change(&mut automation);
+    store.set_automation(&automation, &audit(actor, now, action, reason))?;
+    Ok(())
+}
+
+/// Pauses automation (and the active run, if any); used by `dr pause`, the API and drills.
+pub fn pause_automation(
+    store: &dyn Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Option<RunId>, EngineError> {
+    change_automation(store, actor, reason, now, "automation paused", |a| {
+        a.paused = true;
+        a.changed_by = Some(actor.clone());
+        a.reason = Some(reason.to_string());
+        a.changed_at = Some(now);
+    })?;
+    let run = store.active_run()?;
+    if let Some(run) = &run {
+        let status = store
+            .load_run(run)?
+            .map(|r| r.state().map(|s| s.status()))
+            .transpose()?;
+        if !matches!(status, Some(RunStatus::Paused)) {
+            pause(store, run, actor, reason, now)?;
+        }
+    }
+    Ok(run)
+}
+
+/// Turns automation back on; used by `dr unpause`, the API and drills.
+pub fn unpause_automation(
+    store: &dyn Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    change_automation(store, actor, reason, now, "automation unpaused", |a| {
+        a.paused = false;
+        a.changed_by = Some(actor.clone());
+        a.reason = Some(reason.to_string());
+        a.changed_at = Some(now);
+    })
+}
+
+/// Clears the cooldown of the last failover; used by `dr ack`, the API and drills.
+pub fn ack_cooldown(
+    store: &dyn Store,
+    actor: &Actor,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    change_automation(store, actor, reason, now, "cooldown cleared", |a| {
+        a.cooldown_cleared_at = Some(now);
+    })
+}
+
+fn audit(actor: &Actor, now: Timestamp, action: &str, reason: &str) -> AuditEntry {
+    AuditEntry {
+        version: STORE_VERSION,
+        at: now,
+        actor: actor.clone(),
+        run: None,
+        action: action.to_string(),
+        reason: reason.to_string(),
+    }
 }

@@ -12,13 +12,12 @@ pub mod steps;
 
 use crate::clock::Clock;
 use crate::core::ids::{Actor, RunId, StepName};
-use crate::core::plan::{Operation, PlanError, PlanOptions, PlanRequest, PlannedStep, build_plan};
+use crate::core::plan::{Operation, Plan, PlanError, PlannedStep};
 use crate::core::run::{
     Approval, EventRecord, Handle, Next, RUN_VERSION, RunEvent, RunHeader, RunOutcome, RunStatus,
     StepStatus, Trigger,
 };
 use crate::core::time::Timestamp;
-use crate::core::topology::Topology;
 use crate::provider::{Answer, ProviderError, Providers};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,6 +82,18 @@ pub struct EngineSettings {
     pub probe_timeout: Duration,
 }
 
+impl EngineSettings {
+    /// The settings of a config: the one place they are derived, for the CLI, the daemon and
+    /// drills alike.
+    pub fn from_config(config: &crate::config::Config) -> EngineSettings {
+        EngineSettings {
+            poll_interval: config.step_poll_interval,
+            control_interval: config.step_poll_interval.min(Duration::from_secs(5)),
+            probe_timeout: config.plan.verify.probe_timeout,
+        }
+    }
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
@@ -105,13 +116,11 @@ pub enum ExecOutcome {
     ShutDown,
 }
 
-/// A run to create.
+/// A run to create, besides its plan.
 #[derive(Clone, Debug)]
 pub struct NewRun {
     /// Its id.
     pub id: RunId,
-    /// From, to, kind.
-    pub request: PlanRequest,
     /// Why.
     pub trigger: Trigger,
     /// Who asked.
@@ -378,18 +387,14 @@ pub fn new_run_id(now: Timestamp) -> RunId {
 }
 
 impl Engine {
-    /// Builds the plan and stores a new run. Fails while another run is unfinished.
-    pub fn create_run(
-        &self,
-        topology: &Topology,
-        options: &PlanOptions,
-        new: NewRun,
-    ) -> Result<RunHeader, EngineError> {
-        let plan = build_plan(topology, &new.request, options)?;
+    /// Stores a new run of exactly `plan`, the value built once by the caller: what an operator
+    /// was shown and confirmed is what is stored and carried out. Fails while another run is
+    /// unfinished.
+    pub fn create_run(&self, plan: Plan, new: NewRun) -> Result<RunHeader, EngineError> {
         let header = RunHeader {
             version: RUN_VERSION,
             id: new.id,
-            kind: new.request.kind,
+            kind: plan.request.kind,
             trigger: new.trigger,
             created_at: self.clock.now(),
             dry_run: new.dry_run,

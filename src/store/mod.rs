@@ -197,47 +197,6 @@ impl StoredRun {
     pub fn state(&self) -> Result<RunState, StoreError> {
         Ok(RunState::replay(&self.header.plan, &self.events)?)
     }
-
-    /// The run as the CLI's `--json` and the API show it: header, status, and each step in plan
-    /// order with its dependencies, times, outcome and notes.
-    pub fn to_json(&self) -> serde_json::Value {
-        let state = self.state().ok();
-        let steps: Vec<serde_json::Value> = state
-            .as_ref()
-            .map(|s| {
-                self.header
-                    .plan
-                    .steps
-                    .iter()
-                    .filter_map(|planned| {
-                        let step = s.steps.get(&planned.name)?;
-                        Some(serde_json::json!({
-                            "name": planned.name,
-                            "after": planned.after,
-                            "status": step.status,
-                            "attempts": step.attempts,
-                            "started_at": step.started_at,
-                            "finished_at": step.finished_at,
-                            "summary": step.outcome.as_ref().map(|o| o.summary.clone()),
-                            "outcome": step.outcome,
-                            "notes": step.notes,
-                        }))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        serde_json::json!({
-            "id": self.header.id,
-            "kind": self.header.kind,
-            "from": self.header.plan.request.from,
-            "to": self.header.plan.request.to,
-            "trigger": self.header.trigger,
-            "dry_run": self.header.dry_run,
-            "created_at": self.header.created_at,
-            "status": state.as_ref().map(|s| s.status()),
-            "steps": steps,
-        })
-    }
 }
 
 /// Durable storage of runs and the audit log.

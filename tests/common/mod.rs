@@ -6,7 +6,7 @@
 use dr::clock::{Clock, VirtualClock};
 use dr::config::Config;
 use dr::core::ids::{Actor, RunId};
-use dr::core::plan::{PlanRequest, RunKind};
+use dr::core::plan::{PlanRequest, RunKind, build_plan};
 use dr::core::run::Trigger;
 use dr::core::time::Timestamp;
 use dr::engine::{Engine, EngineSettings, NewRun, Silent};
@@ -46,6 +46,38 @@ pub fn example_config(dir: &Path) -> Config {
     dr::config::parse(&text, &dir.join("dr.toml")).unwrap()
 }
 
+/// A config shipped in `config/`, as it is.
+pub fn shipped_config(name: &str) -> Config {
+    dr::config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The shipped three-region config: the example plus eu-west-1 (`config/three-region.toml`).
+pub fn three_region_config() -> Config {
+    shipped_config("three-region.toml")
+}
+
+/// The example config's text with its commented-out third region uncommented: what
+/// `config/three-region.toml` must stay.
+pub fn example_with_third_region() -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+        .unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ~ ")
+                .or(l.strip_prefix("# ~"))
+                .unwrap_or(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    dr::config::parse(&text, Path::new("three.toml")).unwrap()
+}
+
 /// A simulator world in memory on a virtual clock.
 pub fn sim(config: &Config) -> (Arc<SimProvider>, Arc<dyn Clock>) {
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock::starting_at(Timestamp(0)));
@@ -77,17 +109,17 @@ pub fn create_failover(
     to: &str,
 ) -> RunId {
     let id = RunId::new(id);
+    let request = PlanRequest {
+        from: from.into(),
+        to: to.into(),
+        kind,
+    };
+    let plan = build_plan(&config.topology, &request, &config.plan).unwrap();
     engine
         .create_run(
-            &config.topology,
-            &config.plan,
+            plan,
             NewRun {
                 id: id.clone(),
-                request: PlanRequest {
-                    from: from.into(),
-                    to: to.into(),
-                    kind,
-                },
                 trigger: Trigger::Manual {
                     actor: Actor::new("test"),
                 },

@@ -1,0 +1,90 @@
+//! The daemon process: the watch loop and its HTTP API, started together by one [`serve`].
+//!
+//! `dr daemon` calls it after it has read its config, secrets, store and listener; tests call it
+//! with an in-memory store and a loopback listener, so what they exercise is what runs.
+
+use crate::api::auth::Tokens;
+use crate::api::serve::Limits;
+use crate::api::{ApiState, app};
+use crate::config::Config;
+use crate::daemon::{Daemon, DaemonError, DaemonHandle, DaemonSettings};
+use crate::engine::Engine;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the daemon process runs on.
+pub struct Service {
+    /// The deployment.
+    pub config: Config,
+    /// Store, providers, clock and progress listeners.
+    pub engine: Engine,
+    /// The watch loop's timings and policy.
+    pub settings: DaemonSettings,
+    /// Who may call the API.
+    pub tokens: Tokens,
+    /// The listener's limits.
+    pub limits: Limits,
+}
+
+/// A service that has been set up but not started: its handle is available before it runs.
+pub struct Ready {
+    daemon: Daemon,
+    state: ApiState,
+    limits: Limits,
+}
+
+impl Service {
+    /// Sets the daemon and the API up over one engine.
+    pub fn prepare(self) -> Ready {
+        let daemon = Daemon::new(self.config.clone(), self.engine.clone(), self.settings);
+        let state = ApiState {
+            config: Arc::new(self.config),
+            engine: self.engine,
+            daemon: daemon.handle(),
+            tokens: Arc::new(self.tokens),
+        };
+        Ready {
+            daemon,
+            state,
+            limits: self.limits,
+        }
+    }
+}
+
+impl Ready {
+    /// What the daemon publishes to its API: its status, and a way to make it tick at once.
+    pub fn handle(&self) -> DaemonHandle {
+        self.daemon.handle()
+    }
+
+    /// Watches and serves the API on `listener` until `shutdown` fires, then stops the run in
+    /// flight at a checkpoint and closes the listener. If the watch loop stops on an error (a
+    /// store that cannot be used), the API stops too and the error is returned.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let server_stop = shutdown.child_token();
+        let server = tokio::spawn(crate::api::serve::serve(
+            listener,
+            app(self.state),
+            self.limits,
+            server_stop.clone(),
+        ));
+        let watched = self.daemon.run(shutdown).await;
+        server_stop.cancel();
+        let _ = server.await;
+        watched
+    }
+}
+
+/// Watches and serves the API on `listener` until `shutdown` fires (see [`Ready::serve`]).
+pub async fn serve(
+    service: Service,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    service.prepare().serve(listener, shutdown).await
+}
