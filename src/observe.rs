@@ -6,11 +6,14 @@
 //! (`core::health`, `core::detect`); [`Round::signals`] applies it.
 
 use crate::clock::Clock;
-use crate::core::detect::Signals;
-use crate::core::health::{Observation, ProbeResult, classify_checkers, classify_probe};
+use crate::core::detect::{Signal, Signals};
+use crate::core::health::{
+    Observation, ProbeResult, classify_checkers, classify_health_record, classify_probe,
+    combine_route53,
+};
 use crate::core::ids::RegionName;
 use crate::core::topology::{Region, Topology};
-use crate::provider::{CheckerReport, Providers};
+use crate::provider::{CheckerReport, DnsType, Providers};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +26,11 @@ pub type Read<T> = Result<T, String>;
 pub struct RegionReading {
     /// The region.
     pub region: RegionName,
-    /// Route53's checkers (`GetHealthCheckStatus`).
+    /// Route53's checkers through the control plane (`GetHealthCheckStatus`).
     pub checkers: Read<CheckerReport>,
+    /// Route53's checkers through the data plane: what the hosted zone's name servers answer
+    /// for the region's health record.
+    pub health_record: Read<Vec<String>>,
     /// dr's own `/health` probe.
     pub probe: ProbeResult,
     /// The replication lag of the region's cluster; `None` for the writer's region, which has
@@ -33,12 +39,27 @@ pub struct RegionReading {
 }
 
 impl RegionReading {
-    /// Route53's verdict: Unknown when the checkers could not be read.
-    pub fn route53(&self) -> Observation {
+    /// Route53's verdict through its control plane: Unknown when the checkers could not be
+    /// read.
+    pub fn route53_api(&self) -> Observation {
         match &self.checkers {
             Ok(report) => classify_checkers(report.healthy, report.total),
             Err(_) => Observation::Unknown,
         }
+    }
+
+    /// Route53's verdict through its data plane: Unknown when the name servers did not answer
+    /// or the health record is missing.
+    pub fn route53_dns(&self) -> Observation {
+        match &self.health_record {
+            Ok(answers) => classify_health_record(answers),
+            Err(_) => Observation::Unknown,
+        }
+    }
+
+    /// Route53's one verdict from both paths (`core::health::combine_route53`).
+    pub fn route53(&self) -> Observation {
+        combine_route53(self.route53_dns(), self.route53_api())
     }
 
     /// The lag, when it was read and a recent datapoint exists.
@@ -71,9 +92,16 @@ impl Round {
         classify_probe(&reading.probe, self.peer_answered())
     }
 
-    /// Every signal of one region in this round, for the detector.
-    pub fn signals(&self, reading: &RegionReading) -> Signals {
-        Signals::of(reading.route53(), self.probe_verdict(reading))
+    /// Every signal of one region in this round, for the detector. `replication_stalled`:
+    /// the other regions see replication from this one stalled (the caller follows the lag over
+    /// rounds); only then is the database's view in the round, as a witness of failure.
+    pub fn signals(&self, reading: &RegionReading, replication_stalled: bool) -> Signals {
+        let signals = Signals::of(reading.route53(), self.probe_verdict(reading));
+        if replication_stalled {
+            signals.with(Signal::Database, Observation::Unhealthy)
+        } else {
+            signals
+        }
     }
 }
 
@@ -164,10 +192,15 @@ impl Observer<'_> {
                 )
             }
         };
-        let (checkers, probe, lag) = tokio::join!(
+        let record = self.topology.dns.health_record(region);
+        let (checkers, health_record, probe, lag) = tokio::join!(
             self.bounded(
                 format!("GetHealthCheckStatus of {}", region.name),
                 p.health_checks.checker_report(&region.health_check_id)
+            ),
+            self.bounded(
+                format!("the health record {record}"),
+                p.answers.answers(&record, DnsType::Txt)
             ),
             p.probe
                 .probe(&region.name, &region.health_url, self.probe_timeout),
@@ -176,6 +209,7 @@ impl Observer<'_> {
         RegionReading {
             region: region.name.clone(),
             checkers,
+            health_record,
             probe,
             lag,
         }

@@ -140,13 +140,11 @@ fn the_cli_reads_the_daemons_api_through_typed_values() {
             "{name} builds untyped JSON"
         );
     }
-    for handler in ["src/api/mod.rs"] {
-        let code = code_of(handler);
-        assert!(
-            !code.contains("Json<serde_json::Value>"),
-            "{handler} answers untyped JSON: use the types in src/api/view.rs"
-        );
-    }
+    let handlers = code_of("src/api/mod.rs");
+    assert!(
+        !handlers.contains("Json<serde_json::Value>"),
+        "src/api/mod.rs answers untyped JSON: use the types in src/api/view.rs"
+    );
 }
 
 #[test]

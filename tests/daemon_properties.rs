@@ -88,6 +88,12 @@ struct Truth {
     isolated: Vec<(f64, f64)>,
     probes_blocked: Vec<(f64, f64)>,
     route53_down: Vec<(f64, f64)>,
+    /// dr cut off from the writer's region alone, Route53's checkers still reaching it.
+    partitions: Vec<(f64, f64)>,
+    /// The hosted zone's name servers not answering dr.
+    data_plane_down: Vec<(f64, f64)>,
+    /// Replication to a secondary stalled (never together with a partition: see `make`).
+    stalls: Vec<(String, f64, f64)>,
     paused: Vec<(f64, f64)>,
     /// Operator commands other than pause and unpause: (time, command).
     commands: Vec<(f64, &'static str)>,
@@ -333,6 +339,67 @@ fn make(seed: u64) -> (Scenario, Truth, bool, bool) {
         }
         truth.route53_down.push((s, e));
     }
+    // dr cut off from the writer's region alone while Route53's checkers still reach it: one
+    // vantage point says unhealthy, another healthy; never a trip on its own.
+    if rng.chance(15) {
+        let s = rng.time(0.0, 1500.0);
+        let e = s + rng.time(60.0, 900.0);
+        push(
+            s,
+            Action::Partition {
+                region: region(&writer),
+                cut: true,
+            },
+        );
+        if e < DURATION {
+            push(
+                e,
+                Action::Partition {
+                    region: region(&writer),
+                    cut: false,
+                },
+            );
+        }
+        truth.partitions.push((s, e));
+    }
+    // The name servers stop answering dr (Route53's data plane), with or without its API.
+    if rng.chance(12) {
+        let s = rng.time(0.0, 1500.0);
+        let e = s + rng.time(30.0, 900.0);
+        push(s, Action::Route53DataPlane { up: false });
+        if e < DURATION {
+            push(e, Action::Route53DataPlane { up: true });
+        }
+        truth.data_plane_down.push((s, e));
+    }
+    // Replication to a secondary stalls: the database's view then witnesses a failure of the
+    // writer's region. Not together with a partition: dr cut off from a live writer whose
+    // replication also stalled, with Route53 unreadable on both paths, is what a real outage
+    // looks like from dr's side (tests/safety.rs covers that case: the RPO gate holds the
+    // promotion for an operator).
+    if truth.partitions.is_empty() && rng.chance(10) {
+        let secondary =
+            truth.regions[1 + rng.below(truth.regions.len() as u64 - 1) as usize].clone();
+        let s = rng.time(0.0, 1500.0);
+        let e = s + rng.time(60.0, 900.0);
+        push(
+            s,
+            Action::Replication {
+                region: region(&secondary),
+                stalled: true,
+            },
+        );
+        if e < DURATION {
+            push(
+                e,
+                Action::Replication {
+                    region: region(&secondary),
+                    stalled: false,
+                },
+            );
+        }
+        truth.stalls.push((secondary, s, e));
+    }
     // Operators pause and unpause, at any time or during the pre-warm and the run; some resume
     // the paused run afterwards.
     if rng.chance(22) {
@@ -498,6 +565,11 @@ struct Tally {
     hidden_recoveries: usize,
     read_faults: usize,
     late_approvals: usize,
+    /// Trips by the set of vantage points that agreed.
+    trips_by_signals: std::collections::BTreeMap<String, usize>,
+    partition_scenarios: usize,
+    data_plane_down_scenarios: usize,
+    stall_scenarios: usize,
 }
 
 fn check(
@@ -508,6 +580,9 @@ fn check(
 ) -> Result<(), String> {
     tally.scenarios += 1;
     tally.hidden_recoveries += usize::from(truth.hidden_recovery);
+    tally.partition_scenarios += usize::from(!truth.partitions.is_empty());
+    tally.data_plane_down_scenarios += usize::from(!truth.data_plane_down.is_empty());
+    tally.stall_scenarios += usize::from(!truth.stalls.is_empty());
     tally.read_faults += usize::from(
         truth
             .faults
@@ -597,19 +672,37 @@ fn check(
                 ));
             }
         }
+        // A quorum (two) of vantage points each said unhealthy in every round of the window,
+        // and none said healthy in any.
+        let agreeing: Vec<Signal> = Signal::ALL
+            .into_iter()
+            .filter(|signal| {
+                window
+                    .iter()
+                    .all(|round| round.signals.get(*signal) == Observation::Unhealthy)
+            })
+            .collect();
+        if agreeing.len() < 2 {
+            return Err(format!(
+                "run {} at {c}: only {agreeing:?} said {} was unhealthy in every round of the window",
+                run.id, run.from
+            ));
+        }
         for round in window {
-            for signal in Signal::ALL {
-                if round.signals.get(signal) != Observation::Unhealthy {
-                    return Err(format!(
-                        "run {} at {c}: {signal} said {} about {} at {}, inside the window",
-                        run.id,
-                        round.signals.get(signal),
-                        run.from,
-                        secs(round.at)
-                    ));
-                }
+            if let Some(healthy) = round.signals.saying(Observation::Healthy).first() {
+                return Err(format!(
+                    "run {} at {c}: {healthy} said {} was healthy at {}, inside the window",
+                    run.id,
+                    run.from,
+                    secs(round.at)
+                ));
             }
         }
+        tally
+            .trips_by_signals
+            .entry(format!("{agreeing:?}"))
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
         tally.trips_checked_against_observations += 1;
         // Never within the cooldown of a run that issued a promotion, unless acknowledged.
         for (p, id, _) in &promotions {
@@ -922,6 +1015,13 @@ fn assert_not_vacuous(tally: &Tally) {
         tally.hidden_recoveries,
         tally.read_faults,
     );
+    eprintln!(
+        "scenarios with dr cut off from the writer's region alone {}; with the name servers down {}; with a replication stall {}; trips by agreeing vantage points {:?}",
+        tally.partition_scenarios,
+        tally.data_plane_down_scenarios,
+        tally.stall_scenarios,
+        tally.trips_by_signals
+    );
     assert_eq!(tally.scenarios, 2500);
     let at_least = |what: &str, count: usize, floor: usize| {
         assert!(
@@ -964,6 +1064,21 @@ fn assert_not_vacuous(tally: &Tally) {
     at_least("RPO figures", tally.rpo_measured, 100);
     at_least("hidden recoveries", tally.hidden_recoveries, 20);
     at_least("scenarios with read faults", tally.read_faults, 200);
+    at_least(
+        "scenarios with dr cut off from the writer's region",
+        tally.partition_scenarios,
+        200,
+    );
+    at_least(
+        "scenarios with the name servers down",
+        tally.data_plane_down_scenarios,
+        150,
+    );
+    at_least(
+        "scenarios with a replication stall",
+        tally.stall_scenarios,
+        100,
+    );
 }
 
 #[test]

@@ -396,3 +396,214 @@ command = "abort"
         report.render()
     );
 }
+
+// Data-plane detection: each vantage point and the partitions between dr and one region.
+
+/// Every round the daemon observed of `region`, as (time, route53, probe, database).
+fn rounds_of(evidence: &Evidence, region: &str) -> Vec<(f64, String)> {
+    evidence
+        .observations
+        .iter()
+        .filter(|o| o.region.as_str() == region)
+        .map(|o| (secs(o.at), o.signals.describe()))
+        .collect()
+}
+
+const PARTITION_AND_ROUTE53_API_DOWN: &str = r#"
+name = "partition-and-route53-api-down"
+duration = "40m"
+daemon = true
+[[event]]
+at = "2m"
+partition = { region = "us-east-1", cut = true }
+[[event]]
+at = "3m"
+route53_control_plane = "down"
+[[event]]
+at = "30m"
+partition = { region = "us-east-1", cut = false }
+"#;
+
+#[test]
+fn a_partition_between_dr_and_the_writer_never_trips_while_routes53s_name_servers_see_it_healthy() {
+    // dr cannot reach us-east-1 at all (probes and APIs), and Route53's API is down too; the
+    // name servers still answer us-east-1's health record "healthy": one vantage point says
+    // unhealthy, another healthy. No failover, no pre-warm, for 28 minutes.
+    let (report, evidence) = run(PARTITION_AND_ROUTE53_API_DOWN);
+    assert!(report.runs.is_empty(), "{}", report.render());
+    assert!(
+        evidence.world.calls.is_empty(),
+        "a mutating call was made: {:?}",
+        evidence.world.calls
+    );
+    let rounds = rounds_of(&evidence, "us-east-1");
+    let cut: Vec<_> = rounds
+        .iter()
+        .filter(|(t, _)| *t > 200.0 && *t < 1700.0)
+        .collect();
+    assert!(cut.len() > 100, "{cut:?}");
+    for (t, round) in cut {
+        assert!(
+            round.contains("Route53's health check healthy")
+                && round.contains("dr's own probe unhealthy"),
+            "at {t}: {round}"
+        );
+    }
+}
+
+const EVERYTHING_UNKNOWN: &str = r#"
+name = "everything-unknown"
+duration = "40m"
+daemon = true
+[[event]]
+at = "2m"
+outage = { region = "us-east-1", kind = "full" }
+[[event]]
+at = "2m"
+route53_control_plane = "down"
+[[event]]
+at = "2m"
+route53_data_plane = "down"
+[[event]]
+at = "2m"
+probes_blocked = true
+"#;
+
+#[test]
+fn a_writer_that_no_vantage_point_can_read_is_never_failed_over() {
+    // us-east-1 is really down, but dr reads nothing: Route53 on neither path, no probe. All
+    // Unknown, for 38 minutes: no trip and no mutating call of any kind.
+    let (report, evidence) = run(EVERYTHING_UNKNOWN);
+    assert!(report.runs.is_empty(), "{}", report.render());
+    assert!(evidence.world.calls.is_empty());
+    let rounds = rounds_of(&evidence, "us-east-1");
+    assert!(rounds.len() > 200);
+    for (t, round) in rounds.iter().filter(|(t, _)| *t > 130.0) {
+        assert!(!round.contains("unhealthy"), "at {t}: {round}");
+    }
+    assert!(
+        !evidence.decisions.iter().any(|(_, d)| d.starts_failover()),
+        "{:?}",
+        evidence.decisions
+    );
+}
+
+#[test]
+fn the_daemon_fails_over_on_data_planes_and_finishes_the_record_change_when_route53s_api_returns() {
+    let path = format!(
+        "{}/runbooks/drills/auto-route53-blind.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let scenario = drill::scenario::load(Path::new(&path)).unwrap();
+    let (report, evidence) = drill::runtime()
+        .unwrap()
+        .block_on(drill::run_with_evidence(
+            &config(),
+            &scenario,
+            &DrillOptions::default(),
+        ))
+        .unwrap();
+    assert!(report.passed, "{}", report.render());
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.runs[0].trigger, "automatic");
+    let rto = report.rto_seconds.expect("an RTO");
+    assert!(rto <= 600.0, "RTO {rto}s over 10 minutes");
+    // The trip rested on the name servers' answer and the probe, with the API unreadable.
+    let trip = secs(evidence.runs[0].header.created_at);
+    let rounds = rounds_of(&evidence, "us-east-1");
+    let deciding = rounds
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= trip)
+        .expect("a round before the trip");
+    assert!(
+        deciding.1.contains("Route53's health check unhealthy")
+            && deciding.1.contains("dr's own probe unhealthy"),
+        "{deciding:?}"
+    );
+    // repoint-dns went on without the control plane and left a follow-up.
+    let state = evidence.runs[0].state().unwrap();
+    let repoint = &state.steps[&dr::core::ids::StepName::RepointDns];
+    let follow_up = repoint
+        .outcome
+        .as_ref()
+        .and_then(|o| o.follow_up.clone())
+        .expect("the record change is a follow-up");
+    assert!(
+        follow_up.reason.contains("ListResourceRecordSets"),
+        "{}",
+        follow_up.reason
+    );
+    // The control plane answered at T+30m: the daemon made the change, once, and audited it.
+    let changes: Vec<_> = evidence
+        .world
+        .calls
+        .iter()
+        .filter(|c| c.operation == "ChangeResourceRecordSets")
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(secs(changes[0].at) >= 1800.0, "{changes:?}");
+    let east = evidence
+        .world
+        .records
+        .iter()
+        .any(|r| r.region.as_str() == "us-east-1");
+    assert!(
+        !east,
+        "us-east-1's record is still there: {:?}",
+        evidence.world.records
+    );
+    let done: Vec<_> = evidence
+        .audit
+        .iter()
+        .filter(|e| e.action == dr::daemon::follow_up::DONE)
+        .collect();
+    assert_eq!(done.len(), 1, "{:?}", evidence.audit);
+    assert_eq!(done[0].run.as_ref(), Some(&evidence.runs[0].header.id));
+    assert!(secs(done[0].at) >= 1800.0);
+}
+
+const PARTITION_STALL_AND_ROUTE53_BLIND: &str = r#"
+name = "partition-stall-route53-blind"
+duration = "30m"
+daemon = true
+[[event]]
+at = "2m"
+partition = { region = "us-east-1", cut = true }
+[[event]]
+at = "2m"
+replication = { region = "us-west-2", stalled = true }
+[[event]]
+at = "2m"
+route53_control_plane = "down"
+[[event]]
+at = "2m"
+route53_data_plane = "down"
+"#;
+
+#[test]
+fn a_live_writer_that_looks_dead_from_every_vantage_point_is_never_promoted_without_approval() {
+    // us-east-1 is up and serving, but dr cannot reach it, replication to us-west-2 has
+    // stalled (the same cut between the regions), and Route53 cannot be read on either path.
+    // Two vantage points (the probe and the database's view) agree: from dr's side this is an
+    // outage, and the daemon trips. But the lag grew for the whole window, over the RPO budget:
+    // writes may go on in us-east-1, so the promotion waits for an operator. No promotion call.
+    let (report, evidence) = run(PARTITION_STALL_AND_ROUTE53_BLIND);
+    assert_eq!(report.runs.len(), 1, "{}", report.render());
+    assert!(
+        promotions(&evidence).is_empty(),
+        "{:?}",
+        promotions(&evidence)
+    );
+    let state = evidence.runs[0].state().unwrap();
+    match &state.steps[&dr::core::ids::StepName::PromoteDb].status {
+        dr::core::run::StepStatus::AwaitingApproval { lag_ms, .. } => {
+            assert!(lag_ms.is_some_and(|ms| ms > 300_000), "gated on {lag_ms:?}")
+        }
+        other => panic!("promote-db is {other:?}:\n{}", report.render()),
+    }
+    assert_eq!(
+        evidence.world.writer_region().unwrap().as_str(),
+        "us-east-1"
+    );
+}

@@ -138,6 +138,17 @@ pub(super) fn render(state: &ApiState, cache: &Cache) -> Result<String, ApiError
     let _ = writeln!(out, "dr_automation_paused {}", u8::from(automation.paused));
     family(
         &mut out,
+        "dr_dns_follow_ups_pending",
+        "gauge",
+        "Record changes a run left for when Route53's control plane answers again (its data plane already answered as planned); the daemon makes them and audits each.",
+    );
+    let _ = writeln!(
+        out,
+        "dr_dns_follow_ups_pending {}",
+        status.as_ref().map(|s| s.follow_ups.len()).unwrap_or(0)
+    );
+    family(
+        &mut out,
         "dr_active_run",
         "gauge",
         "1 while a run is unfinished.",

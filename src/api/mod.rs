@@ -412,6 +412,10 @@ async fn status(
         cooldown_until: daemon.as_ref().and_then(|d| d.cooldown_until),
         prewarmed: daemon.as_ref().and_then(|d| d.prewarmed.clone()),
         active_run: active,
+        follow_ups: daemon
+            .as_ref()
+            .map(|d| d.follow_ups.clone())
+            .unwrap_or_default(),
     }))
 }
 

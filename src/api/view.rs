@@ -151,6 +151,9 @@ pub struct StatusView {
     pub prewarmed: Option<RegionName>,
     /// The unfinished run.
     pub active_run: Option<RunView>,
+    /// Record changes a run left for when Route53's control plane answers again.
+    #[serde(default)]
+    pub follow_ups: Vec<crate::daemon::follow_up::FollowUpStatus>,
 }
 
 /// The answer of pause, unpause and ack.

@@ -63,6 +63,8 @@ pub struct RegionStatus {
     pub writer: bool,
     pub route53: Observation,
     pub checkers: Option<String>,
+    /// Route53's verdict through its data plane (the region's health record over DNS).
+    pub route53_dns: Observation,
     pub probe: Observation,
     pub probe_detail: String,
     pub lag_seconds: Option<f64>,
@@ -102,8 +104,8 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<16} {:<4} {:<20} {:<22} {:<14} DNS record",
-        "region", "prio", "Route53 checkers", "/health (dr probe)", "lag"
+        "\n{:<16} {:<4} {:<20} {:<22} {:<14} {:<10} health record (DNS)",
+        "region", "prio", "Route53 checkers", "/health (dr probe)", "lag", "DNS record"
     );
     for r in &status.regions {
         let lag = match (r.writer, r.lag_seconds) {
@@ -122,13 +124,14 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<4} {:<20} {:<22} {:<14} {}",
+            "{:<16} {:<4} {:<20} {:<22} {:<14} {:<10} {}",
             r.name,
             r.priority,
             format!("{} {}", r.route53, r.checkers.as_deref().unwrap_or("")),
             format!("{} ({})", r.probe, safe(&r.probe_detail)),
             lag,
-            dns
+            dns,
+            r.route53_dns
         );
     }
     if !status.problems.is_empty() {
@@ -181,6 +184,17 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
                     .map(|r| safe(&format!("{} {}", r.region, r.state)))
                     .collect();
                 let _ = writeln!(out, "Daemon's view: {}", states.join(", "));
+            }
+            for f in &daemon.follow_ups {
+                let _ = writeln!(
+                    out,
+                    "DNS follow-up (run {}, since {}): {} must answer {}; waits for Route53's control plane: {}",
+                    safe(f.run.as_str()),
+                    f.since,
+                    safe(&f.record_name),
+                    safe(&f.serving.join(", ")),
+                    safe(f.last_attempt.as_deref().unwrap_or(&f.reason))
+                );
             }
         }
         None => {

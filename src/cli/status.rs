@@ -45,6 +45,9 @@ pub async fn status(ctx: &Ctx) -> CliResult {
         if let Err(err) = &reading.checkers {
             note(err.clone());
         }
+        if let Err(err) = &reading.health_record {
+            note(err.clone());
+        }
         if let Some(Err(err)) = &reading.lag {
             note(err.clone());
         }
@@ -61,7 +64,8 @@ pub async fn status(ctx: &Ctx) -> CliResult {
             name: region.name.to_string(),
             priority: region.priority,
             writer: writer.as_ref() == Some(&region.name),
-            route53: reading.route53(),
+            route53: reading.route53_api(),
+            route53_dns: reading.route53_dns(),
             checkers: reading
                 .checkers
                 .as_ref()

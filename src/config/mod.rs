@@ -4,6 +4,7 @@
 //! tokens and webhook URLs come from the environment or files. This module reads one file and
 //! does nothing else.
 
+use crate::core::detect::{DEFAULT_QUORUM, Signal};
 use crate::core::ids::RegionName;
 use crate::core::plan::{PlanOptions, StepTimeouts, VerifyPolicy};
 use crate::core::time::duration_text;
@@ -65,6 +66,44 @@ pub struct Detection {
     pub cooldown: Duration,
     /// Scale the target up while the writer's region is suspect.
     pub pre_warm: bool,
+    /// How many independent vantage points must each see a region unhealthy for the whole
+    /// window, with none seeing it healthy, before it counts as failed.
+    pub quorum: usize,
+}
+
+/// Checks one `dns.name_servers` entry: a host name or an address, with an optional port.
+fn check_name_server(text: &str) -> Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("an entry is empty; list the hosted zone's name servers, such as \"ns-123.awsdns-45.com\"".into());
+    }
+    if text.parse::<std::net::SocketAddr>().is_ok() || text.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map(|p| p == 0).unwrap_or(true)
+    {
+        return Err(format!(
+            "name server `{text}`: the port must be a number from 1 to 65535 (IPv6 addresses go in brackets: \"[2001:db8::1]:53\")"
+        ));
+    }
+    let valid_host = !host.is_empty()
+        && host.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid_host {
+        Ok(())
+    } else {
+        Err(format!(
+            "name server `{text}` is not a host name or an address; list the hosted zone's name servers, such as \"ns-123.awsdns-45.com\" or \"192.0.2.53:53\""
+        ))
+    }
 }
 
 /// Settings of the built-in simulator.
@@ -162,6 +201,7 @@ struct RawDetection {
     lag_alert: Option<Spanned<DurationText>>,
     cooldown: Option<Spanned<DurationText>>,
     pre_warm: Option<bool>,
+    quorum: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +246,7 @@ struct RawDns {
     record_name: Spanned<String>,
     record_type: Option<Spanned<String>>,
     ttl: Option<Spanned<u32>>,
+    name_servers: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,6 +454,21 @@ impl Checker<'_> {
                 Duration::from_secs(3600),
             )?,
             pre_warm: d.pre_warm.unwrap_or(true),
+            quorum: match &d.quorum {
+                None => DEFAULT_QUORUM,
+                Some(q) if (2..=Signal::ALL.len()).contains(q.get_ref()) => *q.get_ref(),
+                Some(q) => {
+                    return Err(self.at(
+                        q,
+                        "detection.quorum",
+                        format!(
+                            "must be from 2 to {}: one vantage point alone cannot tell a dead region from a cut between dr and the region, and there are {} kinds (route53, probe, database)",
+                            Signal::ALL.len(),
+                            Signal::ALL.len()
+                        ),
+                    ));
+                }
+            },
         };
         if detection.poll_interval >= detection.failure_window {
             let span = d
@@ -509,6 +565,20 @@ impl Checker<'_> {
             record_name: self.non_empty(&raw.dns.record_name, "dns.record_name")?,
             record_type,
             ttl: raw.dns.ttl.as_ref().map(|t| *t.get_ref()).unwrap_or(60),
+            name_servers: match &raw.dns.name_servers {
+                None => Vec::new(),
+                Some(list) => {
+                    for server in list.get_ref() {
+                        if let Err(why) = check_name_server(server) {
+                            return Err(self.at(list, "dns.name_servers", why));
+                        }
+                    }
+                    list.get_ref()
+                        .iter()
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                }
+            },
         };
 
         let regions = self.regions(&raw.region)?;
@@ -874,6 +944,49 @@ mod tests {
             "yt-video-creator-west"
         );
         assert_eq!(config.store_path, Path::new("/etc/dr/dr-store.redb"));
+    }
+
+    #[test]
+    fn a_quorum_below_two_or_above_the_vantage_points_is_refused_with_its_line() {
+        for bad in ["1", "0", "4"] {
+            let text = EXAMPLE.replace("quorum = 2", &format!("quorum = {bad}"));
+            expect_error(
+                &text,
+                "detection.quorum",
+                line_of(&text, "quorum ="),
+                "cannot tell a dead region from a cut",
+            );
+        }
+        let text = EXAMPLE.replace("quorum = 2", "quorum = 3");
+        assert_eq!(check(&text).unwrap().detection.quorum, 3);
+        assert_eq!(check(EXAMPLE).unwrap().detection.quorum, 2);
+    }
+
+    #[test]
+    fn name_servers_are_host_names_or_addresses() {
+        let with = |list: &str| {
+            EXAMPLE.replace(
+                "# name_servers = [",
+                &format!("name_servers = {list}\n# was = ["),
+            )
+        };
+        let good =
+            with(r#"["ns-1.awsdns-01.org", "192.0.2.53", "127.0.0.1:5353", "[2001:db8::1]:53"]"#);
+        assert_eq!(check(&good).unwrap().topology.dns.name_servers.len(), 4);
+        for bad in [
+            r#"["ns 1.example"]"#,
+            r#"["ns.example:0"]"#,
+            r#"["ns.example:dns"]"#,
+            r#"[""]"#,
+        ] {
+            let text = with(bad);
+            expect_error(
+                &text,
+                "dns.name_servers",
+                line_of(&text, "name_servers ="),
+                "name server",
+            );
+        }
     }
 
     #[test]

@@ -306,7 +306,7 @@ impl fmt::Display for Decision {
                     unknown,
                 } => write!(
                     f,
-                    "ALERT: the writer's region {region} is suspect since {since}, but {unknown} cannot be read, so two signals cannot agree and dr will not fail over by itself; check {region} and fail over by hand if it is down (`dr failover --to ...`; runbooks/break-glass-route53.md)"
+                    "ALERT: the writer's region {region} is suspect since {since}, but {unknown} cannot be read, so not enough vantage points can agree and dr will not fail over by itself; check {region} and fail over by hand if it is down (`dr failover --to ...`; runbooks/break-glass-route53.md)"
                 ),
             },
         }

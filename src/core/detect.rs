@@ -1,7 +1,8 @@
 //! Detection: turns each region's stream of observations into Healthy, Suspect or Failed.
 //!
-//! Each `Signal` is an independent vantage point on a region (today Route53's checkers and dr's
-//! own probe). A region is suspect from the first round in which any signal says unhealthy, even
+//! Each `Signal` is an independent vantage point on a region: Route53's checkers (read through
+//! DNS, the data plane, or `GetHealthCheckStatus`), dr's own probe, and the database's
+//! replication seen from the healthy side. A region is suspect from the first round in which any signal says unhealthy, even
 //! while another says healthy. It is failed when at least `quorum` signals have each observed it
 //! unhealthy in every round for the whole failure window, and none says healthy now.
 //!
@@ -23,21 +24,27 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Signal {
-    /// Route53's health check, from its checkers (`GetHealthCheckStatus`).
+    /// Route53's health check, from its checkers: the answer of the region's health record from
+    /// the hosted zone's name servers (the data plane), or `GetHealthCheckStatus`.
     Route53,
     /// dr's own probe of the region's `/health`.
     Probe,
+    /// The writer's database seen from the other regions: replication to them stalled, the lag
+    /// growing as fast as time passes. It only ever witnesses a failure: replication that flows
+    /// shows the database alive, not the region serving, so it is never a healthy vote.
+    Database,
 }
 
 impl Signal {
     /// Every signal, in display order.
-    pub const ALL: [Signal; 2] = [Signal::Route53, Signal::Probe];
+    pub const ALL: [Signal; 3] = [Signal::Route53, Signal::Probe, Signal::Database];
 
     /// The signal in words, for reasons and alerts.
     pub fn describe(self) -> &'static str {
         match self {
             Signal::Route53 => "Route53's health check",
             Signal::Probe => "dr's own probe",
+            Signal::Database => "the database's replication",
         }
     }
 }
@@ -47,6 +54,7 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Signal::Route53 => "route53",
             Signal::Probe => "probe",
+            Signal::Database => "database",
         })
     }
 }
@@ -64,6 +72,12 @@ impl Signals {
         ]))
     }
 
+    /// The round with one more signal's verdict.
+    pub fn with(mut self, signal: Signal, observation: Observation) -> Signals {
+        self.0.insert(signal, observation);
+        self
+    }
+
     /// One signal's verdict; Unknown when the round lacks it.
     pub fn get(&self, signal: Signal) -> Observation {
         self.0.get(&signal).copied().unwrap_or(Observation::Unknown)
@@ -79,19 +93,21 @@ impl Signals {
         self.0.values().any(|o| *o == Observation::Unhealthy)
     }
 
-    /// The signals that say `observation`.
+    /// The signals of this round that say `observation` (a signal the round lacks says
+    /// nothing: the database's view is in a round only when it saw a stall).
     pub fn saying(&self, observation: Observation) -> Vec<Signal> {
-        Signal::ALL
-            .into_iter()
-            .filter(|s| self.get(*s) == observation)
+        self.0
+            .iter()
+            .filter(|(_, o)| **o == observation)
+            .map(|(s, _)| *s)
             .collect()
     }
 
     /// The round in words: "Route53's health check unhealthy, dr's own probe healthy".
     pub fn describe(&self) -> String {
-        Signal::ALL
+        self.0
             .iter()
-            .map(|s| format!("{} {}", s.describe(), self.get(*s)))
+            .map(|(s, o)| format!("{} {o}", s.describe()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -142,14 +158,57 @@ pub struct DetectPolicy {
 }
 
 impl DetectPolicy {
-    /// The policy for a failure window and poll interval: both signals must agree, and rounds up
+    /// The policy for a failure window and poll interval: two signals must agree, and rounds up
     /// to three polls apart are consecutive.
     pub fn new(failure_window: Duration, poll_interval: Duration) -> DetectPolicy {
         DetectPolicy {
             failure_window,
             max_gap: poll_interval * 3,
-            quorum: 2,
+            quorum: DEFAULT_QUORUM,
         }
+    }
+
+    /// The same policy with another quorum.
+    pub fn with_quorum(mut self, quorum: usize) -> DetectPolicy {
+        self.quorum = quorum;
+        self
+    }
+}
+
+/// How many independent signals must agree by default. Never fewer than two: one vantage point
+/// alone (dr's own probe, say) cannot tell a dead region from a cut between dr and the region.
+pub const DEFAULT_QUORUM: usize = 2;
+
+/// The replication from the writer to one secondary, as its lag moves: a lag that grows about as
+/// fast as time passes (nothing is being applied) and is at least `stall_after` is a stall.
+/// Pure: the caller passes each reading and its time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagTrend {
+    last: Option<(Timestamp, Duration)>,
+}
+
+impl LagTrend {
+    /// The least lag that can be a stall.
+    pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
+    /// Folds one reading; says whether replication looks stalled now. A missing reading (no
+    /// datapoint, no answer) forgets the last one: a stall must be seen in consecutive readings.
+    pub fn observe(&mut self, at: Timestamp, lag: Option<Duration>) -> bool {
+        let Some(lag) = lag else {
+            self.last = None;
+            return false;
+        };
+        let stalled = match self.last {
+            Some((then, before)) if at > then => {
+                let elapsed = at.since(then);
+                let grew = lag.saturating_sub(before);
+                // Growing at least four fifths as fast as time passes.
+                lag >= Self::STALL_AFTER && grew * 5 >= elapsed * 4
+            }
+            _ => false,
+        };
+        self.last = Some((at, lag));
+        stalled
     }
 }
 
@@ -407,5 +466,73 @@ mod tests {
         }
         assert!(matches!(tracker.health, RegionHealth::Failed { .. }));
         assert_eq!(tracker.agreement_since(2), None);
+    }
+
+    #[test]
+    fn a_lag_growing_as_fast_as_time_is_a_stall_and_a_gap_forgets_it() {
+        let at = |s: i64| Timestamp(s * 1000);
+        let mut trend = LagTrend::default();
+        // Flowing replication: small, steady lags.
+        assert!(!trend.observe(at(0), Some(Duration::from_secs(2))));
+        assert!(!trend.observe(at(10), Some(Duration::from_secs(3))));
+        // Stalled, but not yet 30 s behind.
+        assert!(!trend.observe(at(20), Some(Duration::from_secs(13))));
+        assert!(!trend.observe(at(30), Some(Duration::from_secs(23))));
+        // Past 30 s and still growing with time: a stall.
+        assert!(trend.observe(at(40), Some(Duration::from_secs(33))));
+        assert!(trend.observe(at(50), Some(Duration::from_secs(43))));
+        // A big lag that is shrinking (catching up) is not a stall.
+        assert!(!trend.observe(at(60), Some(Duration::from_secs(40))));
+        // A big lag growing slower than time (replicating, behind) is not a stall.
+        assert!(!trend.observe(at(70), Some(Duration::from_secs(45))));
+        // No reading: forgotten; the next reading alone cannot be a stall.
+        assert!(!trend.observe(at(80), None));
+        assert!(!trend.observe(at(90), Some(Duration::from_secs(400))));
+        assert!(trend.observe(at(100), Some(Duration::from_secs(410))));
+    }
+
+    #[test]
+    fn the_databases_view_joins_a_quorum_but_is_never_a_healthy_vote() {
+        // Route53 unreadable; the probe and the stalled replication agree for the window.
+        let policy = policy();
+        let mut tracker = RegionTracker::new("r".into());
+        for i in 0..31 {
+            let round = Signals::of(X, U).with(Signal::Database, U);
+            tracker.observe(round, Timestamp(i * POLL as i64 * 1000), &policy);
+        }
+        assert!(matches!(tracker.health, RegionHealth::Failed { .. }));
+        // Without the database's view the probe alone never fails it.
+        let mut alone = RegionTracker::new("r".into());
+        for i in 0..61 {
+            alone.observe(
+                Signals::of(X, U),
+                Timestamp(i * POLL as i64 * 1000),
+                &policy,
+            );
+        }
+        assert!(matches!(alone.health, RegionHealth::Suspect { .. }));
+        // A round lacking the database's view says nothing about it.
+        let round = Signals::of(U, U);
+        assert_eq!(round.saying(X), Vec::<Signal>::new());
+        assert_eq!(round.get(Signal::Database), X);
+    }
+
+    #[test]
+    fn a_higher_quorum_needs_every_vantage_point() {
+        let policy = policy().with_quorum(3);
+        let mut tracker = RegionTracker::new("r".into());
+        for i in 0..61 {
+            tracker.observe(
+                Signals::of(U, U),
+                Timestamp(i * POLL as i64 * 1000),
+                &policy,
+            );
+        }
+        assert!(matches!(tracker.health, RegionHealth::Suspect { .. }));
+        for i in 61..93 {
+            let round = Signals::of(U, U).with(Signal::Database, U);
+            tracker.observe(round, Timestamp(i * POLL as i64 * 1000), &policy);
+        }
+        assert!(matches!(tracker.health, RegionHealth::Failed { .. }));
     }
 }

@@ -50,6 +50,36 @@ pub fn classify_checkers(healthy: u32, total: u32) -> Observation {
     }
 }
 
+/// The TXT value a region's health record answers while its health check is healthy (the
+/// primary of a failover pair), and the one it answers otherwise (the secondary).
+pub const HEALTH_RECORD_HEALTHY: &str = "healthy";
+/// See [`HEALTH_RECORD_HEALTHY`].
+pub const HEALTH_RECORD_UNHEALTHY: &str = "unhealthy";
+
+/// Route53's verdict read through its data plane: what the hosted zone's name servers answer
+/// for a region's health record. Anything but exactly one of the two values is Unknown (a
+/// missing record says nothing about the region).
+pub fn classify_health_record(answers: &[String]) -> Observation {
+    match answers {
+        [one] if one == HEALTH_RECORD_HEALTHY => Observation::Healthy,
+        [one] if one == HEALTH_RECORD_UNHEALTHY => Observation::Unhealthy,
+        _ => Observation::Unknown,
+    }
+}
+
+/// Route53's one verdict from its two paths, the data plane (DNS) and the control plane
+/// (`GetHealthCheckStatus`): the same checkers, so one vantage point. Healthy if either path
+/// says so (the two can differ while a change propagates; doubt never fails a region), else
+/// Unhealthy if either says so, else Unknown.
+pub fn combine_route53(dns: Observation, api: Observation) -> Observation {
+    use Observation::{Healthy, Unhealthy, Unknown};
+    match (dns, api) {
+        (Healthy, _) | (_, Healthy) => Healthy,
+        (Unhealthy, _) | (_, Unhealthy) => Unhealthy,
+        (Unknown, Unknown) => Unknown,
+    }
+}
+
 /// What a probe of `/health` got back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
@@ -119,5 +149,48 @@ mod tests {
             classify_probe(&ProbeResult::Timeout, true),
             Observation::Unhealthy
         );
+    }
+
+    #[test]
+    fn the_health_record_answers_route53s_verdict_and_anything_else_is_unknown() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            classify_health_record(&words(&["healthy"])),
+            Observation::Healthy
+        );
+        assert_eq!(
+            classify_health_record(&words(&["unhealthy"])),
+            Observation::Unhealthy
+        );
+        for other in [
+            words(&[]),
+            words(&["healthy", "unhealthy"]),
+            words(&["HEALTHY"]),
+            words(&["192.0.2.1"]),
+        ] {
+            assert_eq!(
+                classify_health_record(&other),
+                Observation::Unknown,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn route53s_two_paths_are_one_vantage_point_and_doubt_never_fails_a_region() {
+        use Observation::{Healthy as H, Unhealthy as U, Unknown as X};
+        for (dns, api, want) in [
+            (H, H, H),
+            (H, U, H),
+            (U, H, H),
+            (H, X, H),
+            (X, H, H),
+            (U, U, U),
+            (U, X, U),
+            (X, U, U),
+            (X, X, X),
+        ] {
+            assert_eq!(combine_route53(dns, api), want, "dns {dns}, api {api}");
+        }
     }
 }

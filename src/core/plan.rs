@@ -932,6 +932,7 @@ mod tests {
                 record_name: "api.example.com".into(),
                 record_type: "A".into(),
                 ttl: 60,
+                name_servers: Vec::new(),
             },
             regions: names
                 .iter()

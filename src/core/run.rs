@@ -7,6 +7,7 @@
 use super::ids::{Actor, RunId, StepName};
 use super::plan::{Operation, Plan, RunKind};
 use super::time::Timestamp;
+use super::topology::LatencyRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -236,6 +237,27 @@ pub struct StepOutcome {
     /// In a dry run, the mutations the step would have made.
     #[serde(default)]
     pub would_mutate: Vec<Operation>,
+    /// A record change the step could not make because Route53's control plane did not answer,
+    /// while its data plane already answered as planned: the daemon makes it once the control
+    /// plane answers again.
+    #[serde(default)]
+    pub follow_up: Option<RecordFollowUp>,
+}
+
+/// A record change left for later (see `StepOutcome::follow_up`): the records to reach, as the
+/// plan has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordFollowUp {
+    /// Hosted zone.
+    pub hosted_zone_id: String,
+    /// Record name.
+    pub record_name: String,
+    /// The records that must exist.
+    pub desired: Vec<LatencyRecord>,
+    /// The records that must not.
+    pub removed: Vec<LatencyRecord>,
+    /// Why it was left: the control plane's error.
+    pub reason: String,
 }
 
 /// How a run ended.
@@ -1005,6 +1027,7 @@ mod tests {
                 record_name: "api".into(),
                 record_type: "A".into(),
                 ttl: 60,
+                name_servers: Vec::new(),
             },
             regions: vec![region("a"), region("b")],
         };

@@ -74,6 +74,23 @@ pub struct DnsTopology {
     pub record_type: String,
     /// TTL of the latency records, seconds.
     pub ttl: u32,
+    /// The hosted zone's authoritative name servers (host or address, optional port), asked
+    /// directly: Route53's data plane. Empty: dr reads Route53 through its API only.
+    #[serde(default)]
+    pub name_servers: Vec<String>,
+}
+
+impl DnsTopology {
+    /// The name of a region's health record: a failover pair of TXT records that answers
+    /// `"healthy"` while the region's health check is healthy and `"unhealthy"` otherwise
+    /// (README.md, "Route53's data plane").
+    pub fn health_record(&self, region: &Region) -> String {
+        format!(
+            "{}.dr-health.{}",
+            region.set_identifier,
+            self.record_name.trim_end_matches('.')
+        )
+    }
 }
 
 /// The whole deployment.

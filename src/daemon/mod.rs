@@ -7,10 +7,12 @@
 //! out by the engine in a task; operator requests reach the daemon through the store. The
 //! daemon never decides anything itself, and never fails back.
 
+pub mod follow_up;
+
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::decision::{Automation, Decision, Hold, Policy, RegionView, Situation, decide};
-use crate::core::detect::{DetectPolicy, RegionTracker, Signal};
+use crate::core::detect::{DetectPolicy, LagTrend, RegionTracker, Signal};
 use crate::core::health::Observation;
 use crate::core::ids::{Actor, RegionName, RunId};
 use crate::core::plan::{GroupTarget, PlanRequest, RunKind, build_plan};
@@ -66,7 +68,7 @@ impl DaemonSettings {
             poll_interval: d.poll_interval,
             call_timeout: Duration::from_secs(5).min(d.poll_interval),
             probe_timeout: config.plan.verify.probe_timeout.min(d.poll_interval),
-            detect: DetectPolicy::new(d.failure_window, d.poll_interval),
+            detect: DetectPolicy::new(d.failure_window, d.poll_interval).with_quorum(d.quorum),
             policy: Policy {
                 rpo_budget: config.plan.rpo_budget,
                 cooldown: d.cooldown,
@@ -91,6 +93,9 @@ pub struct RegionStatus {
     pub route53: Option<Observation>,
     /// dr's probe's verdict.
     pub probe: Option<Observation>,
+    /// The database's view (from the other regions), when it witnessed a stall.
+    #[serde(default)]
+    pub database: Option<Observation>,
     /// Last known lag, seconds.
     pub lag_seconds: Option<f64>,
     /// Lag above the alert threshold.
@@ -128,6 +133,9 @@ pub struct DaemonStatus {
     pub active_run: Option<RunId>,
     /// When the cooldown after the last failover ends, if it is in force.
     pub cooldown_until: Option<Timestamp>,
+    /// Record changes a run left for when Route53's control plane answers again.
+    #[serde(default)]
+    pub follow_ups: Vec<follow_up::FollowUpStatus>,
 }
 
 fn first_version() -> u32 {
@@ -187,12 +195,16 @@ pub struct Daemon {
     settings: DaemonSettings,
     trackers: BTreeMap<RegionName, RegionTracker>,
     lags: BTreeMap<RegionName, Duration>,
+    trends: BTreeMap<RegionName, LagTrend>,
     lag_alerting: std::collections::BTreeSet<RegionName>,
     writer: Option<RegionName>,
     prewarmed: Option<RegionName>,
     executor: Option<JoinHandle<Result<ExecOutcome, EngineError>>>,
     executor_stop: CancellationToken,
     scaler: Option<JoinHandle<()>>,
+    follow_up: Option<JoinHandle<()>>,
+    follow_up_pending: Option<follow_up::FollowUpStatus>,
+    follow_up_last: Arc<std::sync::Mutex<Option<String>>>,
     last_decision: Option<Decision>,
     actor: Actor,
     handle: DaemonHandle,
@@ -219,12 +231,16 @@ impl Daemon {
             settings,
             trackers,
             lags: BTreeMap::new(),
+            trends: BTreeMap::new(),
             lag_alerting: Default::default(),
             writer: None,
             prewarmed: None,
             executor: None,
             executor_stop: CancellationToken::new(),
             scaler: None,
+            follow_up: None,
+            follow_up_pending: None,
+            follow_up_last: Default::default(),
             last_decision: None,
             actor: Actor::new("daemon"),
             handle: DaemonHandle::default(),
@@ -299,6 +315,9 @@ impl Daemon {
             let _ = handle.await;
         }
         if let Some(handle) = self.scaler.take() {
+            handle.abort();
+        }
+        if let Some(handle) = self.follow_up.take() {
             handle.abort();
         }
         tracing::info!("daemon stopped");
@@ -383,8 +402,27 @@ impl Daemon {
         }
         let regions = self.config.topology.regions.clone();
         let now = self.clock().now();
+        // The database's view of the writer, from the other regions: replication to every
+        // secondary that could be read has stalled (its lag grows as fast as time passes).
+        let mut secondaries_read = 0;
+        let mut secondaries_stalled = 0;
+        for reading in &round.regions {
+            if self.writer.as_ref() == Some(&reading.region) {
+                self.trends.remove(&reading.region);
+                continue;
+            }
+            let trend = self.trends.entry(reading.region.clone()).or_default();
+            let lag = reading.lag();
+            let stalled = trend.observe(now, lag);
+            if lag.is_some() {
+                secondaries_read += 1;
+                secondaries_stalled += usize::from(stalled);
+            }
+        }
+        let writer_stalled = secondaries_read > 0 && secondaries_stalled == secondaries_read;
         for (region, reading) in regions.iter().zip(&round.regions) {
-            let signals = round.signals(reading);
+            let stalled = writer_stalled && self.writer.as_ref() == Some(&region.name);
+            let signals = round.signals(reading, stalled);
             self.engine.progress.observed(now, &region.name, &signals);
             if let Some(tracker) = self.trackers.get_mut(&region.name) {
                 tracker.observe(signals, now, &self.settings.detect);
@@ -458,6 +496,7 @@ impl Daemon {
         }
         self.act(&decision, now)?;
         self.last_decision = Some(decision.clone());
+        self.follow_up(&situation, &automation, now)?;
         let cooldown_until = last_failover_at
             .map(|at| at.plus(self.settings.policy.cooldown))
             .filter(|until| {
@@ -479,6 +518,49 @@ impl Daemon {
         let json = serde_json::to_string(&status).unwrap_or_default();
         self.engine.store.put_daemon_status(&json)?;
         Ok(decision)
+    }
+
+    /// Makes a record change a run left as a follow-up, one attempt per tick at most, while no
+    /// run is active and automation is on.
+    fn follow_up(
+        &mut self,
+        situation: &Situation,
+        automation: &Automation,
+        now: Timestamp,
+    ) -> Result<(), DaemonError> {
+        let busy = self.follow_up.as_ref().is_some_and(|h| !h.is_finished());
+        if automation.paused
+            && let Some(handle) = self.follow_up.take()
+        {
+            handle.abort();
+        }
+        let pending = follow_up::pending(self.engine.store.as_ref(), &self.actor, now)?;
+        let Some((mut status, record)) = pending else {
+            self.follow_up_pending = None;
+            return Ok(());
+        };
+        status.last_attempt = self
+            .follow_up_last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let run = status.run.clone();
+        self.follow_up_pending = Some(status);
+        if busy || automation.paused || situation.active_run.is_some() {
+            return Ok(());
+        }
+        let ctx = self
+            .engine
+            .side_ctx(&format!("follow-up-{run}-{}", now.millis()));
+        let store = self.engine.store.clone();
+        let actor = self.actor.clone();
+        let last = self.follow_up_last.clone();
+        self.follow_up = Some(tokio::spawn(async move {
+            if let Err(err) = follow_up::attempt(&ctx, store, &actor, &run, &record, last).await {
+                tracing::warn!(run = %run, error = %err, "the record follow-up could not be audited");
+            }
+        }));
+        Ok(())
     }
 
     /// Restarts the executor of an active run that an operator unblocked (approved, resumed)
@@ -678,6 +760,10 @@ impl Daemon {
                         since,
                         route53: tracker.last.as_ref().map(|s| s.get(Signal::Route53)),
                         probe: tracker.last.as_ref().map(|s| s.get(Signal::Probe)),
+                        database: tracker
+                            .last
+                            .as_ref()
+                            .and_then(|s| s.0.get(&Signal::Database).copied()),
                         lag_seconds: lag.map(|l| l.as_secs_f64()),
                         lag_alert: lag.is_some_and(|l| l > self.settings.lag_alert),
                     }
@@ -689,6 +775,7 @@ impl Daemon {
             automation: automation.clone(),
             active_run,
             cooldown_until,
+            follow_ups: self.follow_up_pending.iter().cloned().collect(),
         }
     }
 }
@@ -721,6 +808,7 @@ mod tests {
             automation: Automation::default(),
             active_run: None,
             cooldown_until: None,
+            follow_ups: Vec::new(),
         }
     }
 

@@ -93,6 +93,8 @@ pub struct Evidence {
     pub observations: Vec<Observed>,
     /// The daemon's decisions, each time it changed.
     pub decisions: Vec<(Timestamp, Decision)>,
+    /// The audit log, oldest first.
+    pub audit: Vec<crate::store::AuditEntry>,
 }
 
 impl Recorder {
@@ -397,6 +399,42 @@ impl Drill {
                     Ok(())
                 },
             ),
+            Action::Partition { region, cut } => self.change(
+                if *cut {
+                    format!("dr is cut off from {region} (Route53's checkers still reach it)")
+                } else {
+                    format!("dr reaches {region} again")
+                },
+                |w| {
+                    if !w.regions.contains_key(region) {
+                        return Err(format!("region `{region}` is not in the simulated world"));
+                    }
+                    if *cut {
+                        w.cut_off.insert(region.clone());
+                    } else {
+                        w.cut_off.remove(region);
+                    }
+                    Ok(())
+                },
+            ),
+            Action::Route53DataPlane { up } => self.change(
+                format!(
+                    "Route53's name servers {} answering dr",
+                    if *up { "start" } else { "stop" }
+                ),
+                |w| {
+                    w.dns_data_plane_up = *up;
+                    Ok(())
+                },
+            ),
+            Action::Replication { region, stalled } => self.change(
+                if *stalled {
+                    format!("replication to {region} stalls")
+                } else {
+                    format!("replication to {region} flows again")
+                },
+                |w| w.set_stalled(region, *stalled),
+            ),
             Action::Route53ControlPlane { up } => self.change(
                 format!(
                     "Route53 control plane {}",
@@ -669,6 +707,8 @@ impl Drill {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        let mut audit = self.engine.store.audit(None, 100_000).unwrap_or_default();
+        audit.sort_by_key(|e| e.at);
         Ok((
             report,
             Evidence {
@@ -676,6 +716,7 @@ impl Drill {
                 runs,
                 observations,
                 decisions,
+                audit,
             },
         ))
     }
@@ -813,6 +854,24 @@ fn describe(action: &Action) -> String {
                 "dr's probes are blocked".into()
             } else {
                 "dr's probes are unblocked".into()
+            }
+        }
+        Action::Partition { region, cut } => {
+            if *cut {
+                format!("dr is cut off from {region}")
+            } else {
+                format!("dr reaches {region} again")
+            }
+        }
+        Action::Route53DataPlane { up } => format!(
+            "Route53's name servers go {}",
+            if *up { "up" } else { "down" }
+        ),
+        Action::Replication { region, stalled } => {
+            if *stalled {
+                format!("replication to {region} stalls")
+            } else {
+                format!("replication to {region} flows again")
             }
         }
         Action::Command(command) => format!("operator command {command:?}"),

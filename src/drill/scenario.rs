@@ -89,6 +89,27 @@ pub enum Action {
         /// Blocked or not.
         blocked: bool,
     },
+    /// dr is cut off from one region (true) or reconnected (false): its probes and its calls
+    /// to that region's endpoints get no answer, while Route53's checkers still reach it.
+    Partition {
+        /// Which.
+        region: RegionName,
+        /// Cut off or not.
+        cut: bool,
+    },
+    /// The hosted zone's name servers (Route53's data plane) stop (false) or start (true)
+    /// answering dr.
+    Route53DataPlane {
+        /// Up or down.
+        up: bool,
+    },
+    /// Replication to a secondary stops (true: its lag grows as time passes) or flows again.
+    Replication {
+        /// The secondary.
+        region: RegionName,
+        /// Stalled or not.
+        stalled: bool,
+    },
     /// An operator command, as typed after `dr`.
     Command(OperatorCommand),
 }
@@ -240,7 +261,24 @@ struct RawEvent {
     route53_control_plane: Option<String>,
     isolate: Option<bool>,
     probes_blocked: Option<bool>,
+    partition: Option<RawPartition>,
+    route53_data_plane: Option<String>,
+    replication: Option<RawReplication>,
     command: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartition {
+    region: String,
+    cut: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    region: String,
+    stalled: bool,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +468,31 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         if let Some(blocked) = e.probes_blocked {
             actions.push(Action::BlockProbes { blocked });
         }
+        if let Some(p) = &e.partition {
+            actions.push(Action::Partition {
+                region: RegionName::new(&p.region),
+                cut: p.cut,
+            });
+        }
+        if let Some(state) = &e.route53_data_plane {
+            let up = match state.as_str() {
+                "up" => true,
+                "down" => false,
+                other => {
+                    return Err(invalid(
+                        offset,
+                        format!("route53_data_plane is \"up\" or \"down\", not \"{other}\""),
+                    ));
+                }
+            };
+            actions.push(Action::Route53DataPlane { up });
+        }
+        if let Some(r) = &e.replication {
+            actions.push(Action::Replication {
+                region: RegionName::new(&r.region),
+                stalled: r.stalled,
+            });
+        }
         if let Some(command) = &e.command {
             use clap::Parser;
             let words = command.split_whitespace().map(str::to_string);
@@ -453,7 +516,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             return Err(invalid(
                 offset,
                 format!(
-                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane, isolate, probes_blocked or command); this one has {}",
+                    "each [[event]] does exactly one thing (outage, recover, checkers_failing, lag, fault, route53_control_plane, route53_data_plane, isolate, probes_blocked, partition, replication or command); this one has {}",
                     actions.len()
                 ),
             ));

@@ -166,6 +166,8 @@ pub struct StepCtx {
     pub earlier_handles: Vec<Handle>,
     /// repoint-dns ended degraded, so verify does not insist on the records.
     pub dns_degraded: bool,
+    /// repoint-dns left the record change as a follow-up, so verify checks the data plane.
+    pub dns_follow_up: bool,
     /// The operator's approval of this step, with the figure it accepted.
     pub approval: Option<Approval>,
     store: Arc<dyn Store>,
@@ -361,7 +363,7 @@ impl StepCtx {
         }
     }
 
-    fn set_waiting(&self, what: &str) {
+    pub(crate) fn set_waiting(&self, what: &str) {
         *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = what.to_string();
     }
 
@@ -538,6 +540,7 @@ impl Engine {
             probe_timeout: self.settings.probe_timeout,
             earlier_handles: Vec::new(),
             dns_degraded: false,
+            dns_follow_up: false,
             approval: None,
             store: self.store.clone(),
             progress: Arc::new(Silent),
@@ -561,6 +564,10 @@ impl Engine {
                     || s.outcome.as_ref().is_some_and(|o| o.degraded)
             })
             .unwrap_or(false);
+        let dns_follow_up = state
+            .steps
+            .get(&StepName::RepointDns)
+            .is_some_and(|s| s.outcome.as_ref().is_some_and(|o| o.follow_up.is_some()));
         StepCtx {
             providers: self.providers.clone(),
             clock: self.clock.clone(),
@@ -575,6 +582,7 @@ impl Engine {
                 .map(|s| s.handles.clone())
                 .unwrap_or_default(),
             dns_degraded,
+            dns_follow_up,
             approval: state.steps.get(&step).and_then(|s| s.approval.clone()),
             store: self.store.clone(),
             progress: self.progress.clone(),

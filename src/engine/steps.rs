@@ -13,11 +13,12 @@ use crate::core::plan::{
     GroupTarget, Operation, RunKind, StepSpec, client_request_token, promote_operation,
     record_changes,
 };
-use crate::core::run::{Gate, Handle, RunEvent, StepOutcome, promotion_gate};
+use crate::core::run::{Gate, Handle, RecordFollowUp, RunEvent, StepOutcome, promotion_gate};
 use crate::core::time::fmt_duration;
 use crate::core::topology::LatencyRecord;
-use crate::provider::{Answer, ChangeStatus, ProviderError};
+use crate::provider::{Answer, ChangeStatus, DnsType, ProviderError};
 use futures::future::join_all;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// How a step attempt ended.
@@ -672,10 +673,28 @@ async fn repoint_dns(
                 }
             }
         }
-        let current = ctx
-            .read(|| p.dns.list_records(hosted_zone_id, record_name))
+        let current = match ctx
+            .read_bounded(|| p.dns.list_records(hosted_zone_id, record_name))
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(current) => current,
+            Err(err) if err.is_transient() => {
+                // Route53's control plane does not answer (it lives in us-east-1). If its data
+                // plane already answers as planned, the run does not wait for it: the change is
+                // left for the daemon to make when the control plane answers again.
+                if let Some(done) =
+                    on_data_plane(ctx, hosted_zone_id, record_name, desired, removed, &err).await
+                {
+                    return Ok(done);
+                }
+                ctx.wait(&format!(
+                    "Route53's control plane to answer, or its name servers to stop answering for the regions leaving ({err})"
+                ))
+                .await;
+                continue;
+            }
+            Err(err) => return Err(err.to_string()),
+        };
         let changes = record_changes(&current, desired, removed);
         if !changes.is_empty()
             && let Some(refusal) = refusal.take()
@@ -720,6 +739,86 @@ async fn repoint_dns(
                 refusal = Some(err.to_string());
             }
             Mutation::Failed(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+/// What the hosted zone's name servers answer for the serving record, compared with the plan:
+/// `Ok(answers)` when they answer only the desired regions' values, `Err(why not)` otherwise.
+pub async fn data_plane_as_planned(
+    ctx: &StepCtx,
+    record_name: &str,
+    desired: &[LatencyRecord],
+    removed: &[LatencyRecord],
+) -> Result<Vec<String>, String> {
+    let Some(rtype) = desired
+        .iter()
+        .chain(removed)
+        .find_map(|r| DnsType::parse(&r.record_type))
+    else {
+        return Err("the records' type cannot be asked for".into());
+    };
+    let answers = ctx
+        .read_bounded(|| ctx.providers.answers.answers(record_name, rtype))
+        .await
+        .map_err(|e| e.to_string())?;
+    let wanted: BTreeSet<&str> = desired
+        .iter()
+        .flat_map(|r| r.values.iter().map(String::as_str))
+        .collect();
+    let leaving: BTreeSet<&str> = removed
+        .iter()
+        .flat_map(|r| r.values.iter().map(String::as_str))
+        .filter(|v| !wanted.contains(v))
+        .collect();
+    if answers.is_empty() {
+        return Err(format!("the name servers answer nothing for {record_name}"));
+    }
+    if let Some(stale) = answers.iter().find(|a| leaving.contains(a.as_str())) {
+        return Err(format!(
+            "the name servers still answer {stale} for {record_name}, a value of a region that leaves"
+        ));
+    }
+    if let Some(other) = answers.iter().find(|a| !wanted.contains(a.as_str())) {
+        return Err(format!(
+            "the name servers answer {other} for {record_name}, which the plan does not have"
+        ));
+    }
+    Ok(answers)
+}
+
+/// The repoint's outcome when the control plane does not answer but the data plane answers as
+/// planned; `None` while it does not.
+async fn on_data_plane(
+    ctx: &StepCtx,
+    hosted_zone_id: &str,
+    record_name: &str,
+    desired: &[LatencyRecord],
+    removed: &[LatencyRecord],
+    control_plane: &ProviderError,
+) -> Option<StepOutcome> {
+    if ctx.dry_run {
+        return None;
+    }
+    match data_plane_as_planned(ctx, record_name, desired, removed).await {
+        Ok(answers) => Some(StepOutcome {
+            summary: format!(
+                "Route53's control plane does not answer ({control_plane}), but its name servers answer only {} for {record_name} ({}): traffic is where the plan puts it. The record change is a follow-up the daemon makes when the control plane answers again",
+                serving(desired),
+                answers.join(", ")
+            ),
+            follow_up: Some(RecordFollowUp {
+                hosted_zone_id: hosted_zone_id.to_string(),
+                record_name: record_name.to_string(),
+                desired: desired.to_vec(),
+                removed: removed.to_vec(),
+                reason: control_plane.to_string(),
+            }),
+            ..StepOutcome::default()
+        }),
+        Err(why) => {
+            ctx.set_waiting(&why);
+            None
         }
     }
 }
@@ -797,6 +896,26 @@ async fn verify(ctx: &StepCtx, spec: &StepSpec) -> Result<StepOutcome, String> {
             ))
             .await;
             continue;
+        }
+        if ctx.dns_follow_up {
+            // The records are a follow-up: the data plane is what serves traffic now.
+            match data_plane_as_planned(ctx, record_name, desired, removed).await {
+                Ok(answers) => {
+                    return Ok(outcome(format!(
+                        "{health_url} answered 200 {} times in a row; the writer is {target_db_cluster_id} in {target}; Route53's name servers answer only {} ({}); the record change is a follow-up",
+                        policy.consecutive_successes,
+                        serving(desired),
+                        answers.join(", ")
+                    )));
+                }
+                Err(why) => {
+                    ctx.wait(&format!(
+                        "Route53's name servers to answer as planned ({why})"
+                    ))
+                    .await;
+                    continue;
+                }
+            }
         }
         let dns = match ctx.read_bounded(|| p.dns.list_records(hosted_zone_id, record_name)).await {
             Ok(current) if record_changes(&current, desired, removed).is_empty() => {

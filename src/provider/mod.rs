@@ -3,6 +3,9 @@
 //! Two implementations stand behind every trait: the simulator (`sim`) and AWS. Steps hold
 //! `Arc<dyn Trait>` through `Providers` and never know which. Providers report what they see and
 //! do what they are told; they make no decisions and keep no plan.
+//!
+//! `DnsAnswers` is Route53's data plane, asked over DNS: on AWS the hosted zone's name servers
+//! (`aws::authoritative`), in the simulator answers computed from its records and health checks.
 
 pub mod aws;
 pub mod sim;
@@ -300,6 +303,55 @@ pub struct CheckerReport {
     pub total: u32,
 }
 
+/// A record type read from Route53's data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    Aaaa,
+    /// An alias to another name.
+    Cname,
+    /// Text; dr's health records are TXT.
+    Txt,
+}
+
+impl DnsType {
+    /// Every type, in this order.
+    pub const ALL: [DnsType; 4] = [DnsType::A, DnsType::Aaaa, DnsType::Cname, DnsType::Txt];
+
+    /// The type as DNS writes it: `A`, `AAAA`, `CNAME` or `TXT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsType::A => "A",
+            DnsType::Aaaa => "AAAA",
+            DnsType::Cname => "CNAME",
+            DnsType::Txt => "TXT",
+        }
+    }
+
+    /// Parses a type as DNS or the config writes it, in any case (`A`, `aaaa`, `Cname`, `txt`).
+    pub fn parse(text: &str) -> Option<DnsType> {
+        DnsType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl std::fmt::Display for DnsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Route53's data plane: what the hosted zone's authoritative name servers answer.
+#[async_trait]
+pub trait DnsAnswers: Send + Sync {
+    /// The values answered for `name` and `rtype`; empty when the name has none.
+    async fn answers(&self, name: &str, rtype: DnsType) -> Result<Vec<String>, ProviderError>;
+}
+
 /// Route53 health checks.
 #[async_trait]
 pub trait HealthChecks: Send + Sync {
@@ -341,6 +393,8 @@ pub struct Providers {
     pub probe: Arc<dyn Probe>,
     /// CloudWatch replication lag.
     pub lag: Arc<dyn ReplicationLag>,
+    /// Route53's data plane: the hosted zone's name servers.
+    pub answers: Arc<dyn DnsAnswers>,
 }
 
 /// What a mutating call answered: the handle to wait on, when it gives one.
@@ -414,10 +468,10 @@ impl Providers {
         }
     }
 
-    /// All six roles played by one value (the simulator implements every trait).
+    /// All seven roles played by one value (the simulator implements every trait).
     pub fn all_from<P>(provider: Arc<P>) -> Providers
     where
-        P: Database + Compute + Dns + HealthChecks + Probe + ReplicationLag + 'static,
+        P: Database + Compute + Dns + HealthChecks + Probe + ReplicationLag + DnsAnswers + 'static,
     {
         Providers {
             database: provider.clone(),
@@ -425,7 +479,8 @@ impl Providers {
             dns: provider.clone(),
             health_checks: provider.clone(),
             probe: provider.clone(),
-            lag: provider,
+            lag: provider.clone(),
+            answers: provider,
         }
     }
 }

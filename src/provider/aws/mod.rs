@@ -13,6 +13,7 @@
 pub mod call;
 mod cloudwatch;
 mod compute;
+pub mod data_plane;
 mod database;
 mod dns;
 pub mod probe;
@@ -156,6 +157,10 @@ pub fn connect_with(sdk: &SdkConfig, settings: &AwsSettings, topology: &Topology
         health_checks: dns,
         probe: Arc::new(HttpProbe::new()),
         lag: Arc::new(CloudWatchLag::new(cw, policy, resources)),
+        answers: Arc::new(data_plane::NameServers::new(
+            topology.dns.name_servers.clone(),
+            data_plane::PER_SERVER_TIMEOUT,
+        )),
     }
 }
 

@@ -13,8 +13,8 @@ use crate::core::plan::RecordChange;
 use crate::core::time::Timestamp;
 use crate::core::topology::{LatencyRecord, Sizes, Topology};
 use crate::provider::{
-    AsgState, ChangeStatus, CheckerReport, Compute, Database, Dns, GlobalCluster, HealthChecks,
-    NodegroupState, Probe, ProviderError, ReplicationLag, UpdateState,
+    AsgState, ChangeStatus, CheckerReport, Compute, Database, Dns, DnsAnswers, DnsType,
+    GlobalCluster, HealthChecks, NodegroupState, Probe, ProviderError, ReplicationLag, UpdateState,
 };
 use async_trait::async_trait;
 use std::fs::{File, OpenOptions};
@@ -417,6 +417,16 @@ impl Probe for SimProvider {
             Ok(result) => result,
             Err(_) => ProbeResult::Timeout,
         }
+    }
+}
+
+#[async_trait]
+impl DnsAnswers for SimProvider {
+    async fn answers(&self, name: &str, rtype: DnsType) -> Result<Vec<String>, ProviderError> {
+        self.call("DNS query", "route53-data-plane", |w| {
+            w.dns_answers(name, rtype)
+        })
+        .await
     }
 }
 

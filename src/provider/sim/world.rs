@@ -12,11 +12,11 @@ use crate::core::plan::{ChangeAction, RecordChange};
 use crate::core::time::Timestamp;
 use crate::core::topology::{LatencyRecord, Sizes, Topology};
 use crate::provider::{
-    AsgState, ChangeStatus, CheckerReport, FailoverState, GlobalCluster, GlobalMember,
+    AsgState, ChangeStatus, CheckerReport, DnsType, FailoverState, GlobalCluster, GlobalMember,
     NodegroupState, ProviderError, UpdateState,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Version of the serialized world.
@@ -141,6 +141,10 @@ pub struct RegionWorld {
     pub failing_checkers: f64,
     /// Replication lag of this region's cluster when it is a secondary, ms.
     pub lag_ms: u64,
+    /// Replication to this region's cluster stopped at this time (the writer lives on): the
+    /// lag, and the data at risk, grow as time passes.
+    #[serde(default)]
+    pub stalled_since: Option<Timestamp>,
     /// The region's Route53 health check.
     pub health_check_id: String,
     /// EKS cluster name.
@@ -275,6 +279,18 @@ pub struct World {
     /// times out while the APIs answer.
     #[serde(default)]
     pub probes_blocked: bool,
+    /// Regions dr is cut off from (a partition between dr and the region alone): dr's probes
+    /// and its calls to the region's endpoints get no answer, while Route53's checkers and the
+    /// rest of the world still reach it.
+    #[serde(default)]
+    pub cut_off: BTreeSet<RegionName>,
+    /// Whether the hosted zone's name servers (Route53's data plane) answer dr.
+    #[serde(default = "up")]
+    pub dns_data_plane_up: bool,
+    /// Each region's health record name (a failover pair of TXT records on its health check),
+    /// lowercase, without the trailing dot.
+    #[serde(default)]
+    pub health_records: BTreeMap<String, RegionName>,
     /// Injected faults.
     pub faults: Vec<Fault>,
     /// Every mutating call, in order.
@@ -283,6 +299,15 @@ pub struct World {
 }
 
 type Answer<T> = Result<T, ProviderError>;
+
+fn up() -> bool {
+    true
+}
+
+/// A DNS name as compared: lowercase, without the trailing dot.
+pub fn dns_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
 
 impl World {
     /// The seed's world for `topology`: the first region by priority holds the writer, every
@@ -327,6 +352,7 @@ impl World {
                         outage: None,
                         failing_checkers: 0.0,
                         lag_ms: 2_000,
+                        stalled_since: None,
                         health_check_id: region.health_check_id.clone(),
                         eks_cluster: region.eks_cluster.clone(),
                         nodegroups,
@@ -366,6 +392,13 @@ impl World {
             dns_control_plane_up: true,
             isolated: false,
             probes_blocked: false,
+            cut_off: BTreeSet::new(),
+            dns_data_plane_up: true,
+            health_records: topology
+                .regions
+                .iter()
+                .map(|r| (dns_name(&topology.dns.health_record(r)), r.name.clone()))
+                .collect(),
             faults: Vec::new(),
             calls: Vec::new(),
             next_id: 1,
@@ -409,10 +442,7 @@ impl World {
         {
             {
                 let data_loss_ms = if promotion.allow_data_loss {
-                    self.regions
-                        .get(&promotion.to)
-                        .map(|r| r.lag_ms)
-                        .unwrap_or(0)
+                    self.true_lag_ms(&promotion.to)
                 } else {
                     0
                 };
@@ -503,6 +533,15 @@ impl World {
                 region: region.to_string(),
                 detail: format!(
                     "could not connect to the {operation} endpoint in {region} (regional outage)"
+                ),
+            });
+        }
+        if self.cut_off.contains(region) {
+            return Err(ProviderError::Unavailable {
+                operation: operation.into(),
+                region: region.to_string(),
+                detail: format!(
+                    "could not connect to the {operation} endpoint in {region} (dr is cut off from {region})"
                 ),
             });
         }
@@ -651,8 +690,12 @@ impl World {
             completes_at: self.now.plus(duration),
         });
         self.record_call(op, region.as_str(), target_db_cluster_id);
+        let true_lag = self
+            .regions
+            .contains_key(&target.region)
+            .then(|| self.true_lag_ms(&target.region));
         if allow_data_loss && let Some(call) = self.calls.last_mut() {
-            call.lag_ms = self.regions.get(&target.region).map(|r| r.lag_ms);
+            call.lag_ms = true_lag;
         }
         Ok(())
     }
@@ -928,7 +971,7 @@ impl World {
 
     /// `dr`'s probe of a region's `/health`.
     pub fn probe(&self, region: &RegionName) -> ProbeResult {
-        if self.isolated || self.probes_blocked {
+        if self.isolated || self.probes_blocked || self.cut_off.contains(region) {
             return ProbeResult::Timeout;
         }
         match self.regions.get(region).and_then(|r| r.outage) {
@@ -941,15 +984,104 @@ impl World {
 
     /// `AuroraGlobalDBRPOLag` of a secondary, read in its own region.
     pub fn lag(&self, region: &RegionName, db_cluster_id: &str) -> Answer<Option<Duration>> {
-        let world = self.regional("GetMetricData", region)?;
+        self.regional("GetMetricData", region)?;
         let member = self
             .members
             .iter()
             .find(|m| m.db_cluster_id == db_cluster_id);
         Ok(match member {
-            Some(m) if !m.is_writer => Some(Duration::from_millis(world.lag_ms)),
+            Some(m) if !m.is_writer => Some(Duration::from_millis(self.true_lag_ms(region))),
             _ => None,
         })
+    }
+
+    /// A secondary's lag now: its set lag, plus the time since its replication stalled.
+    pub fn true_lag_ms(&self, region: &RegionName) -> u64 {
+        self.regions
+            .get(region)
+            .map(|r| {
+                let stalled = r
+                    .stalled_since
+                    .map(|since| self.now.since(since).as_millis() as u64)
+                    .unwrap_or(0);
+                r.lag_ms + stalled
+            })
+            .unwrap_or(0)
+    }
+
+    /// Stops (true) or restarts (false) replication to a secondary.
+    pub fn set_stalled(&mut self, region: &RegionName, stalled: bool) -> Result<(), String> {
+        let now = self.now;
+        let world = self
+            .regions
+            .get_mut(region)
+            .ok_or_else(|| format!("region `{region}` is not in the simulated world"))?;
+        world.stalled_since = if stalled {
+            world.stalled_since.or(Some(now))
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// What the hosted zone's name servers answer dr for `name` and `rtype`: Route53's data
+    /// plane, computed from the records and the health checks, whether or not the control plane
+    /// answers. A region's health record answers "healthy" or "unhealthy" by its health check;
+    /// the latency records answer the values of every record whose health check is healthy (all
+    /// of them when none is).
+    pub fn dns_answers(&self, name: &str, rtype: DnsType) -> Answer<Vec<String>> {
+        if self.isolated || !self.dns_data_plane_up {
+            return Err(ProviderError::Unavailable {
+                operation: "DNS query".into(),
+                region: "route53-data-plane".into(),
+                detail: if self.isolated {
+                    "no name server answered: dr's own network is cut off".into()
+                } else {
+                    "no name server answered".into()
+                },
+            });
+        }
+        let name = dns_name(name);
+        if let Some(region) = self.health_records.get(&name) {
+            if rtype != DnsType::Txt {
+                return Ok(Vec::new());
+            }
+            let healthy = self.regions.get(region).is_some_and(|r| {
+                let report = r.checker_report();
+                crate::core::health::route53_counts_healthy(report.healthy, report.total)
+            });
+            return Ok(vec![
+                if healthy {
+                    crate::core::health::HEALTH_RECORD_HEALTHY
+                } else {
+                    crate::core::health::HEALTH_RECORD_UNHEALTHY
+                }
+                .to_string(),
+            ]);
+        }
+        let records: Vec<&LatencyRecord> = self
+            .records
+            .iter()
+            .filter(|r| dns_name(&r.name) == name && DnsType::parse(&r.record_type) == Some(rtype))
+            .collect();
+        let healthy: Vec<&LatencyRecord> = records
+            .iter()
+            .copied()
+            .filter(|r| {
+                self.regions.get(&r.region).is_some_and(|w| {
+                    let report = w.checker_report();
+                    crate::core::health::route53_counts_healthy(report.healthy, report.total)
+                })
+            })
+            .collect();
+        let answering = if healthy.is_empty() { records } else { healthy };
+        let mut values: Vec<String> = answering
+            .iter()
+            .flat_map(|r| r.values.iter().cloned())
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
     }
 
     /// Regions Route53 answers with: records present and health check healthy.
@@ -1206,5 +1338,101 @@ mod tests {
             (0..50).map(|i| w.draw(&format!("k{i}"), range)).collect();
         assert!(spread.len() > 10);
         assert!(spread.iter().all(|d| *d >= range.0 && *d <= range.1));
+    }
+
+    #[test]
+    fn the_name_servers_answer_from_health_checks_whether_or_not_the_control_plane_answers() {
+        use crate::provider::DnsType;
+        let topology = crate::config::parse(
+            include_str!("../../../config/example.toml"),
+            std::path::Path::new("/x/dr.toml"),
+        )
+        .unwrap()
+        .topology;
+        let mut world = World::new(&topology, 1, Timestamp(0));
+        let east_record = topology.dns.health_record(&topology.regions[0]);
+        assert_eq!(east_record, "us-east-1.dr-health.api.ytvideocreator.com");
+        let txt = |w: &World| {
+            w.dns_answers(&format!("{east_record}."), DnsType::Txt)
+                .unwrap()
+        };
+        let serving = |w: &World| w.dns_answers("API.ytvideocreator.com", DnsType::A).unwrap();
+        assert_eq!(txt(&world), vec!["healthy"]);
+        assert_eq!(serving(&world), vec!["198.51.100.20", "203.0.113.10"]);
+        world.dns_control_plane_up = false;
+        assert!(
+            world
+                .checker_report(&topology.regions[0].health_check_id)
+                .is_err()
+        );
+        assert_eq!(txt(&world), vec!["healthy"]);
+        // Route53's 18% rule, through the data plane too: 13 of 16 failing leaves 3 healthy
+        // (18.75%), 14 leaves 2 (12.5%).
+        world
+            .set_failing_checkers(&"us-east-1".into(), 13.0 / 16.0)
+            .unwrap();
+        assert_eq!(txt(&world), vec!["healthy"]);
+        world
+            .set_failing_checkers(&"us-east-1".into(), 14.0 / 16.0)
+            .unwrap();
+        assert_eq!(txt(&world), vec!["unhealthy"]);
+        assert_eq!(serving(&world), vec!["198.51.100.20"]);
+        world
+            .set_outage(&"us-west-2".into(), Some(OutageKind::Full))
+            .unwrap();
+        // Every health check failing: Route53 answers every record.
+        assert_eq!(serving(&world), vec!["198.51.100.20", "203.0.113.10"]);
+        assert_eq!(
+            world.dns_answers("nothing.example", DnsType::A).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            world.dns_answers(&east_record, DnsType::A).unwrap(),
+            Vec::<String>::new()
+        );
+        world.dns_data_plane_up = false;
+        assert!(world.dns_answers(&east_record, DnsType::Txt).is_err());
+    }
+
+    #[test]
+    fn a_partition_from_one_region_cuts_dr_only() {
+        let topology = crate::config::parse(
+            include_str!("../../../config/example.toml"),
+            std::path::Path::new("/x/dr.toml"),
+        )
+        .unwrap()
+        .topology;
+        let mut world = World::new(&topology, 1, Timestamp(0));
+        let east: RegionName = "us-east-1".into();
+        world.cut_off.insert(east.clone());
+        assert_eq!(world.probe(&east), ProbeResult::Timeout);
+        assert_eq!(
+            world.probe(&"us-west-2".into()),
+            ProbeResult::Status { code: 200 }
+        );
+        assert!(world.lag(&east, "yt-video-creator-east").is_err());
+        // Route53's checkers still reach it.
+        let report = world
+            .checker_report(&topology.regions[0].health_check_id)
+            .unwrap();
+        assert_eq!(report.healthy, report.total);
+    }
+
+    #[test]
+    fn a_stalled_replication_grows_the_lag_and_the_data_at_risk() {
+        let topology = crate::config::parse(
+            include_str!("../../../config/example.toml"),
+            std::path::Path::new("/x/dr.toml"),
+        )
+        .unwrap()
+        .topology;
+        let mut world = World::new(&topology, 1, Timestamp(0));
+        let west: RegionName = "us-west-2".into();
+        world.set_stalled(&west, true).unwrap();
+        world.advance(Timestamp(60_000));
+        assert_eq!(world.true_lag_ms(&west), 62_000);
+        world.set_stalled(&west, false).unwrap();
+        assert_eq!(world.true_lag_ms(&west), 2_000);
+        assert!(world.set_stalled(&"nowhere".into(), true).is_err());
     }
 }
