@@ -3,6 +3,9 @@
 //! Two implementations stand behind every trait: the simulator (`sim`) and AWS. Steps hold
 //! `Arc<dyn Trait>` through `Providers` and never know which. Providers report what they see and
 //! do what they are told; they make no decisions and keep no plan.
+//!
+//! `DnsAnswers` (Route53's data plane, asked over DNS) has only the AWS implementation so far,
+//! `aws::Authoritative`, and is not part of `Providers` yet.
 
 pub mod aws;
 pub mod sim;
@@ -298,6 +301,55 @@ pub struct CheckerReport {
     pub healthy: u32,
     /// Checkers that report at all.
     pub total: u32,
+}
+
+/// A record type read from Route53's data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    Aaaa,
+    /// An alias to another name.
+    Cname,
+    /// Text; dr's health records are TXT.
+    Txt,
+}
+
+impl DnsType {
+    /// Every type, in this order.
+    pub const ALL: [DnsType; 4] = [DnsType::A, DnsType::Aaaa, DnsType::Cname, DnsType::Txt];
+
+    /// The type as DNS writes it: `A`, `AAAA`, `CNAME` or `TXT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsType::A => "A",
+            DnsType::Aaaa => "AAAA",
+            DnsType::Cname => "CNAME",
+            DnsType::Txt => "TXT",
+        }
+    }
+
+    /// Parses a type as DNS or the config writes it, in any case (`A`, `aaaa`, `Cname`, `txt`).
+    pub fn parse(text: &str) -> Option<DnsType> {
+        DnsType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl std::fmt::Display for DnsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Route53's data plane: what the hosted zone's authoritative name servers answer.
+#[async_trait]
+pub trait DnsAnswers: Send + Sync {
+    /// The values answered for `name` and `rtype`; empty when the name has none.
+    async fn answers(&self, name: &str, rtype: DnsType) -> Result<Vec<String>, ProviderError>;
 }
 
 /// Route53 health checks.
