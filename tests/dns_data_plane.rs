@@ -376,6 +376,24 @@ async fn a_silent_server_fails_in_bounded_time_and_the_next_server_answers() {
         text.contains(&format!("{live}: answered SERVFAIL")),
         "{text}"
     );
+    s.moto.clear_dns_faults();
+
+    // A slow answer for one name is a timeout for that name only.
+    s.moto
+        .dns_fault(json!({"kind": "latency", "seconds": 1.5, "name": RECORD}));
+    let one = Authoritative::new(vec![live], timeout);
+    let start = Instant::now();
+    let error = one.answers(RECORD, DnsType::A).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert_eq!(
+        answers(&one, &health_record("us-east-1"), DnsType::Txt).await,
+        vec!["healthy"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
