@@ -1,11 +1,12 @@
 //! The AWS emulator harness: starts `tests/python/moto_launcher.py` (moto plus the operations it
 //! lacks) on a free loopback port with the seed's deployment created in it, writes a config
 //! with `backend = "aws"` pointing at it, serves each region's `/health` on loopback, and talks
-//! to the launcher's admin API.
+//! to the launcher's admin API. The launcher also serves Route53's data plane, real DNS over UDP
+//! and TCP, on its own loopback port (`Moto::dns_addr`).
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Moto {
     _stdin: ChildStdin,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// The UDP and TCP port of its DNS data plane on 127.0.0.1.
+    pub dns_port: u16,
     /// The hosted zone id moto generated.
     pub hosted_zone_id: String,
     /// Health check id per region.
@@ -101,12 +104,18 @@ impl Moto {
             let log = std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default();
             panic!("the moto launcher did not start: {line:?}\n{log}");
         };
-        let (port, ids) = rest.trim().split_once(' ').unwrap();
+        // `READY <port> dns=<dns port> <ids>`.
+        let (port, rest) = rest.trim().split_once(' ').unwrap();
+        let (dns_port, ids) = rest
+            .strip_prefix("dns=")
+            .and_then(|r| r.split_once(' '))
+            .unwrap_or_else(|| panic!("no dns=<port> in the launcher's READY line: {line:?}"));
         let ids: Value = serde_json::from_str(ids).unwrap();
         Moto {
             child,
             _stdin: stdin,
             port: port.parse().unwrap(),
+            dns_port: dns_port.parse().unwrap(),
             hosted_zone_id: ids["hosted_zone_id"].as_str().unwrap().to_string(),
             health_checks: ids["health_checks"]
                 .as_object()
@@ -120,6 +129,39 @@ impl Moto {
     /// Its endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its DNS data plane's address, for UDP and TCP.
+    pub fn dns_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.dns_port))
+    }
+
+    /// Sets what Route53's checkers report about a health check: GetHealthCheckStatus answers
+    /// it, and the DNS data plane judges the check's records by it.
+    pub fn set_checkers(&self, health_check_id: &str, healthy: u32, total: u32) {
+        self.admin(
+            "POST",
+            "/_dr/health",
+            Some(json!({"health_check_id": health_check_id, "healthy": healthy, "total": total})),
+        );
+    }
+
+    /// Adds a fault rule of the DNS server (see the launcher's "Route53's data plane").
+    pub fn dns_fault(&self, rule: Value) {
+        self.admin("POST", "/_dr/dns/faults", Some(rule));
+    }
+
+    /// Removes every fault rule of the DNS server.
+    pub fn clear_dns_faults(&self) {
+        self.admin("DELETE", "/_dr/dns/faults", None);
+    }
+
+    /// Every DNS query the data plane received: name, type, transport, rcode, answers, fault.
+    pub fn dns_queries(&self) -> Vec<Value> {
+        self.admin("GET", "/_dr/dns/queries", None)["queries"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// An admin call; panics unless it answers 200.
@@ -157,7 +199,7 @@ impl Moto {
         self.admin("POST", "/_dr/faults", Some(rule));
     }
 
-    /// Removes every fault rule and lets held requests go (unapplied).
+    /// Removes every fault rule, the DNS server's too, and lets held requests go (unapplied).
     pub fn clear_faults(&self) {
         self.admin("DELETE", "/_dr/faults", None);
     }

@@ -9,18 +9,25 @@ the Rust SDK's protocol. This launcher wraps moto's WSGI app and adds:
 - EKS UpdateNodegroupConfig (idempotent on clientRequestToken) whose update stays InProgress
   for a while, and DescribeUpdate;
 - Route53 changes that stay PENDING for a while, and settable GetHealthCheckStatus answers;
+- Route53's data plane: the hosted zones' authoritative name servers, real DNS over UDP and TCP
+  (see "Route53's data plane" below);
 - CloudWatch GetMetricData in Smithy RPC v2 CBOR, answering AuroraGlobalDBRPOLag for secondaries;
 - a test-only admin API under /_dr/: per-operation faults (throttling, 5xx, latency, a request
   held unanswered until released, AccessDenied), the
-  log of calls, the count of mutations applied, and a dump of the whole emulated state.
+  log of calls, the count of mutations applied, and a dump of the whole emulated state; and for
+  the DNS server, its own faults (drop, SERVFAIL, latency, truncation, no AA flag) and the log
+  of the queries it answered.
 
-Usage: python moto_launcher.py [--port 0]. Prints `READY <port>` once it serves on 127.0.0.1.
+Usage: python moto_launcher.py [--port 0] [--dns-port 0] [--seed world.json]. Once it serves on
+127.0.0.1 it prints one line, `READY <port> dns=<dns port> <ids as JSON>` (the ids are the
+seed's, `{}` without one), then serves until its standard input is closed.
 """
 
 import argparse
 import io
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -28,6 +35,7 @@ import uuid
 from urllib.parse import parse_qs
 
 import cbor2
+from dnslib import A, AAAA, CNAME, EDNS0, NS, QTYPE, RCODE, RR, SOA, TXT, DNSHeader, DNSRecord
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     create_backend_app,
@@ -56,6 +64,9 @@ STATE = {
     "health": {},  # health check id -> (healthy, total)
     "lag_ms": {},  # cluster id -> lag in ms (None: no datapoint)
     "holding": 0,
+    "dns_faults": [],  # active fault rules of the DNS server
+    "dns_queries": [],  # every DNS query: name, type, transport, rcode, answers, fault
+    "dns_pending": {},  # zone id -> [[time it becomes INSYNC, the zone's records before]]
 }
 RELEASE = threading.Event()
 
@@ -75,6 +86,28 @@ def backends():
     from moto.route53.models import route53_backends
 
     return rds_backends, eks_backends, autoscaling_backends, route53_backends
+
+
+def route53_backend():
+    """The one Route53 backend: Route53 is global."""
+    _, _, _, r53 = backends()
+    return r53[ACCOUNT]["global"] if "global" in r53[ACCOUNT] else r53[ACCOUNT]["us-east-1"]
+
+
+def checker_report(health_check_id):
+    """(healthy, total) checkers of a health check: what POST /_dr/health set, else all 16 of 16
+    healthy. GetHealthCheckStatus and the DNS data plane both read it here."""
+    with LOCK:
+        return STATE["health"].get(health_check_id, (16, 16))
+
+
+def check_is_healthy(health_check_id):
+    """Route53's rule, in integers as in dr's `core::health`: healthy when more than 18% of the
+    checkers report healthy. A record with no health check is healthy."""
+    if not health_check_id:
+        return True
+    healthy, total = checker_report(health_check_id)
+    return healthy * 100 > total * 18
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +255,11 @@ def mutation_params(op, form, path, body):
         for change in ET.fromstring(body).iter():
             if change.tag.endswith("}Change") or change.tag == "Change":
                 fields = {c.tag.split("}")[-1]: c for c in change.iter()}
-                changes.append(
-                    f"{fields['Action'].text} SetIdentifier={fields['SetIdentifier'].text}"
-                )
+                if "SetIdentifier" in fields:
+                    which = f"SetIdentifier={fields['SetIdentifier'].text}"
+                else:
+                    which = f"Name={fields['Name'].text}"
+                changes.append(f"{fields['Action'].text} {which}")
         return {"HostedZoneId": zone, "changes": sorted(changes)}
     return {}
 
@@ -441,7 +476,7 @@ def describe_update(start_response, region, path):
 
 def health_check_status(start_response, path):
     hc = re.search(r"/healthcheck/([^/]+)/status$", path).group(1)
-    healthy, total = STATE["health"].get(hc, (16, 16))
+    healthy, total = checker_report(hc)
     observations = "".join(
         f"<HealthCheckObservation><Region>us-east-1</Region><IPAddress>192.0.2.{i}</IPAddress>"
         f"<StatusReport><Status>{'Success: HTTP Status Code 200, OK' if i < healthy else 'Failure: Connection timed out.'}"
@@ -495,11 +530,382 @@ def get_metric_data(start_response, body):
 
 
 # ---------------------------------------------------------------------------------------------
+# Route53's data plane: the hosted zones' authoritative name servers
+#
+# Route53's control plane (the API above) is served from us-east-1; its data plane, the name
+# servers of each hosted zone, keeps answering when the control plane is dark. This server is
+# that data plane, on 127.0.0.1, over UDP and TCP, answering from moto's records:
+#
+# - Every public hosted zone is served, authoritatively (AA set, RA clear). A name in no zone is
+#   REFUSED; a name in a zone with no records at all, at it or below it, is NXDOMAIN; a name with
+#   records of other types only is NOERROR with no answer (NODATA); both carry the zone's SOA.
+# - A, AAAA, CNAME, TXT, NS and SOA records are answered; a query for another type is NODATA.
+#   A query for another type at a CNAME answers the CNAME and follows it inside the zone.
+#   Alias records are not answered.
+# - Records without a SetIdentifier are answered as they are. A failover pair answers the
+#   PRIMARY while its health check is healthy (or it has none), else the SECONDARY if healthy,
+#   else the PRIMARY. Any other set (latency, weighted, ...) answers every record whose health
+#   check is healthy, and all of them when none is (Route53's rule). From loopback no region is
+#   nearest, so a latency set answers the union of its healthy records, not one of them.
+# - A health check's state is the checker report GetHealthCheckStatus answers
+#   (`checker_report`), judged by Route53's rule (`check_is_healthy`).
+# - A record change is answered once it is INSYNC: until then the zone is answered as it was
+#   before the change (real Route53 propagates within 60 s; INSYNC means propagated, so dr
+#   reading DNS right after GetChange says INSYNC sees the change, as it would on AWS).
+# - The API's faults (POST /_dr/faults) never touch this server: it reads moto's state
+#   directly, as the data plane keeps answering while the control plane fails. It has its own
+#   faults (POST /_dr/dns/faults): `drop` (no answer; over TCP the connection is closed),
+#   `servfail`, `refused`, `latency` (`seconds`, then the answer), `truncate` (UDP only: TC set
+#   and no records, so the client must retry over TCP) and `not-authoritative` (AA clear). A rule
+#   may name `name`, `type` and `transport` (`udp` or `tcp`) and counts down like the API's.
+#   DELETE /_dr/dns/faults removes them; DELETE /_dr/faults removes them with the API's.
+# - GET /_dr/dns/queries lists the last 10,000 queries (name, type, transport, fault, rcode, AA,
+#   truncated, answers); DELETE /_dr/dns/queries empties the list.
+# - Over UDP an answer larger than 512 bytes (or the EDNS payload size the query advertises, at
+#   most 4096) is sent truncated: TC set, the question kept, no records.
+
+DNS_QUERY_LOG_LIMIT = 10_000
+DNS_TYPES = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "TXT": TXT, "NS": NS, "SOA": SOA}
+
+
+def dns_name(name):
+    """A name as the data plane compares it: lower case, no trailing dot."""
+    return str(name).rstrip(".").lower()
+
+
+def record_values(rrset):
+    """moto keeps a set's values as strings, or as {"Value": ...} for the zone's SOA."""
+    return [v["Value"] if isinstance(v, dict) else str(v) for v in (rrset.records or [])]
+
+
+def txt_strings(value):
+    """The character strings of a Route53 TXT value: `"a" "b"` with `\\"` and `\\\\` escapes,
+    or unquoted text as one string; each cut to DNS's 255-byte strings."""
+    strings, i = [], 0
+    value = value.strip()
+    if not value.startswith('"'):
+        raw = [value.encode()]
+    else:
+        raw = []
+        while i < len(value):
+            if value[i] != '"':
+                i += 1
+                continue
+            i += 1
+            out = bytearray()
+            while i < len(value) and value[i] != '"':
+                if value[i] == "\\" and i + 1 < len(value):
+                    i += 1
+                out += value[i].encode()
+                i += 1
+            i += 1
+            raw.append(bytes(out))
+    for item in raw:
+        strings.extend(item[at : at + 255] for at in range(0, max(len(item), 1), 255))
+    return strings
+
+
+def rdata(rtype, value):
+    """One value as dnslib record data; None when moto holds a value DNS cannot carry."""
+    try:
+        if rtype == "TXT":
+            return TXT(txt_strings(value))
+        if rtype == "SOA":
+            mname, rname, *times = value.split()
+            return SOA(mname, rname, tuple(int(t) for t in times[:5]))
+        return DNS_TYPES[rtype](value)
+    except Exception:  # noqa: BLE001 - a bad stored value is skipped, never a crash
+        return None
+
+
+def zone_records(zone_id, zone):
+    """The records the name servers answer for a zone: as it was before the oldest change that
+    is not INSYNC yet, else as it is."""
+    now = time.monotonic()
+    with LOCK:
+        pending = STATE["dns_pending"].get(zone_id, [])
+        pending[:] = [p for p in pending if p[0] > now]
+        if pending:
+            return pending[0][1]
+        return list(zone.rrsets)
+
+
+def zone_for(qname):
+    """The public hosted zone that holds `qname` (the longest match): (id, zone) or None."""
+    best = None
+    for zone_id, zone in list(route53_backend().zones.items()):
+        if getattr(zone, "private_zone", False):
+            continue
+        apex = dns_name(zone.name)
+        if qname == apex or qname.endswith("." + apex):
+            if best is None or len(apex) > len(dns_name(best[1].name)):
+                best = (zone_id, zone)
+    return best
+
+
+def selected(records, qname, rtype):
+    """The record sets Route53 answers for `qname` and `rtype` (see the rules above)."""
+    group = [
+        rr
+        for rr in records
+        if dns_name(rr.name) == qname and rr.type == rtype and not rr.alias_target
+    ]
+    if not any(rr.set_identifier for rr in group):
+        return group
+    chosen = []
+    primary = [rr for rr in group if rr.set_identifier and rr.failover == "PRIMARY"]
+    secondary = [rr for rr in group if rr.set_identifier and rr.failover == "SECONDARY"]
+    if primary and check_is_healthy(primary[0].health_check_id):
+        chosen += primary
+    elif secondary and check_is_healthy(secondary[0].health_check_id):
+        chosen += secondary
+    else:
+        chosen += primary or secondary
+    others = [rr for rr in group if rr.set_identifier and not rr.failover]
+    if others:
+        chosen += [rr for rr in others if check_is_healthy(rr.health_check_id)] or others
+    return chosen
+
+
+def resource_records(rrsets, rname, rtype):
+    out = []
+    for rrset in rrsets:
+        ttl = int(rrset.ttl or 300)
+        for value in record_values(rrset):
+            data = rdata(rtype, value)
+            if data is not None:
+                out.append(RR(rname, getattr(QTYPE, rtype), ttl=ttl, rdata=data))
+    return out
+
+
+def dns_answer(request):
+    """The reply to one parsed query, from moto's current state."""
+    reply = DNSRecord(
+        DNSHeader(id=request.header.id, qr=1, aa=1, ra=0, rd=request.header.rd),
+        q=request.q,
+    )
+    if request.header.opcode != 0:
+        reply.header.aa = 0
+        reply.header.rcode = RCODE.NOTIMP
+        return reply
+    qname = dns_name(request.q.qname)
+    qtype = QTYPE.get(request.q.qtype)
+    found = zone_for(qname) if request.q.qclass == 1 else None
+    if found is None:
+        reply.header.aa = 0
+        reply.header.rcode = RCODE.REFUSED
+        return reply
+    zone_id, zone = found
+    records = zone_records(zone_id, zone)
+    apex = dns_name(zone.name)
+    name, rname = qname, request.q.qname
+    for _hop in range(8):
+        if qtype in DNS_TYPES:
+            answers = resource_records(selected(records, name, qtype), rname, qtype)
+            if answers:
+                for rr in answers:
+                    reply.add_answer(rr)
+                return reply
+        if qtype == "CNAME":
+            break
+        cname = resource_records(selected(records, name, "CNAME"), rname, "CNAME")
+        if not cname:
+            break
+        reply.add_answer(cname[0])
+        rname = cname[0].rdata.label
+        name = dns_name(rname)
+        if not (name == apex or name.endswith("." + apex)):
+            return reply
+    if reply.rr:
+        return reply
+    exists = any(
+        dns_name(rr.name) == name or dns_name(rr.name).endswith("." + name) for rr in records
+    )
+    if not exists:
+        reply.header.rcode = RCODE.NXDOMAIN
+    for soa in resource_records(selected(records, apex, "SOA"), apex + ".", "SOA"):
+        reply.add_auth(soa)
+    return reply
+
+
+def matching_dns_fault(qname, qtype, transport):
+    """The DNS fault to apply to this query, if any; counts it down."""
+    with LOCK:
+        for rule in STATE["dns_faults"]:
+            if rule.get("name") and dns_name(rule["name"]) != qname:
+                continue
+            if rule.get("type") and rule["type"].upper() != qtype:
+                continue
+            if rule.get("transport") and rule["transport"] != transport:
+                continue
+            if rule.get("skip", 0) > 0:
+                rule["skip"] -= 1
+                continue
+            if rule.get("count", 1) <= 0:
+                continue
+            rule["count"] = rule.get("count", 1) - 1
+            rule["fired"] = rule.get("fired", 0) + 1
+            return dict(rule)
+    return None
+
+
+def dns_reply(data, transport):
+    """The bytes to send back for one DNS message, or None to send nothing."""
+    try:
+        request = DNSRecord.parse(data)
+    except Exception:  # noqa: BLE001 - a malformed query gets FORMERR, never a crash
+        if len(data) < 2:
+            return None
+        header = DNSHeader(id=int.from_bytes(data[:2], "big"), qr=1, rcode=RCODE.FORMERR)
+        return DNSRecord(header).pack()
+    if request.header.qr or len(request.questions) != 1:
+        header = DNSHeader(id=request.header.id, qr=1, rcode=RCODE.FORMERR)
+        return DNSRecord(header).pack()
+    qname = dns_name(request.q.qname)
+    qtype = QTYPE.get(request.q.qtype)
+    entry = {"t": time.time(), "transport": transport, "name": qname, "type": str(qtype)}
+    fault = matching_dns_fault(qname, str(qtype), transport)
+    kind = fault["kind"] if fault else None
+    entry["fault"] = kind
+    if kind == "latency":
+        time.sleep(float(fault.get("seconds", 10)))
+    try:
+        if kind in ("servfail", "refused"):
+            reply = DNSRecord(
+                DNSHeader(id=request.header.id, qr=1, ra=0, rd=request.header.rd), q=request.q
+            )
+            reply.header.rcode = RCODE.SERVFAIL if kind == "servfail" else RCODE.REFUSED
+        else:
+            with LOCK:
+                reply = dns_answer(request)
+    except Exception as e:  # noqa: BLE001 - an emulator bug is a SERVFAIL, not a dead server
+        print(f"DNS: {qname} {qtype}: {e!r}", file=sys.stderr, flush=True)
+        reply = DNSRecord(
+            DNSHeader(id=request.header.id, qr=1, ra=0, rd=request.header.rd), q=request.q
+        )
+        reply.header.rcode = RCODE.SERVFAIL
+    if kind == "not-authoritative":
+        reply.header.aa = 0
+    edns = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+    if edns is not None:
+        reply.add_ar(EDNS0(udp_len=4096))
+    packed = reply.pack()
+    limit = 512 if edns is None else min(max(edns.rclass, 512), 4096)
+    truncated = transport == "udp" and (kind == "truncate" or len(packed) > limit)
+    if truncated:
+        short = DNSRecord(
+            DNSHeader(
+                id=request.header.id, qr=1, aa=reply.header.aa, tc=1, ra=0,
+                rd=request.header.rd, rcode=reply.header.rcode,
+            ),
+            q=request.q,
+        )
+        if edns is not None:
+            short.add_ar(EDNS0(udp_len=4096))
+        packed = short.pack()
+    entry.update(
+        rcode=RCODE.get(reply.header.rcode),
+        aa=bool(reply.header.aa),
+        truncated=truncated,
+        answers=[] if truncated else [str(rr.rdata) for rr in reply.rr],
+    )
+    with LOCK:
+        STATE["dns_queries"].append(entry)
+        del STATE["dns_queries"][:-DNS_QUERY_LOG_LIMIT]
+    return None if kind == "drop" else packed
+
+
+class DnsServer:
+    """The data plane's listeners: UDP and TCP on one port of 127.0.0.1. Every query is answered
+    on its own thread, so a `latency` fault on one name holds up no other."""
+
+    def __init__(self, port):
+        # With port 0, find a port free for both UDP and TCP.
+        for _attempt in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", port))
+            chosen = udp.getsockname()[1]
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", chosen))
+            except OSError:
+                udp.close()
+                tcp.close()
+                if port:
+                    raise
+                continue
+            tcp.listen(64)
+            self.udp, self.tcp, self.port = udp, tcp, chosen
+            return
+        raise OSError("no loopback port free for both UDP and TCP")
+
+    def start(self):
+        threading.Thread(target=self.serve_udp, daemon=True).start()
+        threading.Thread(target=self.serve_tcp, daemon=True).start()
+
+    def serve_udp(self):
+        while True:
+            try:
+                data, peer = self.udp.recvfrom(65535)
+            except OSError:
+                continue
+            threading.Thread(target=self.udp_one, args=(data, peer), daemon=True).start()
+
+    def udp_one(self, data, peer):
+        packed = dns_reply(data, "udp")
+        if packed is not None:
+            try:
+                self.udp.sendto(packed, peer)
+            except OSError:
+                pass
+
+    def serve_tcp(self):
+        while True:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            threading.Thread(target=self.tcp_one, args=(conn,), daemon=True).start()
+
+    def tcp_one(self, conn):
+        """Queries framed by a two-byte length, until the client closes or is idle for 30 s."""
+        conn.settimeout(30)
+        try:
+            while True:
+                size = self.read_exactly(conn, 2)
+                if size is None:
+                    return
+                data = self.read_exactly(conn, int.from_bytes(size, "big"))
+                if data is None:
+                    return
+                packed = dns_reply(data, "tcp")
+                if packed is None:
+                    return
+                conn.sendall(len(packed).to_bytes(2, "big") + packed)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def read_exactly(conn, size):
+        data = b""
+        while len(data) < size:
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
 # The dump of emulated state
 
 
 def dump():
-    rds, eks, asg, r53 = backends()
+    rds, eks, asg, _ = backends()
     out = {"global_clusters": {}, "nodegroups": {}, "autoscaling_groups": {}, "zones": {}}
     for gid, cluster in sorted(rds[ACCOUNT]["us-east-1"].global_clusters.items()):
         out["global_clusters"][gid] = {
@@ -524,8 +930,7 @@ def dump():
                 "desired": group.desired_capacity,
                 "instances": len(group.instance_states),
             }
-    backend = r53[ACCOUNT]["global"] if "global" in r53[ACCOUNT] else r53[ACCOUNT]["us-east-1"]
-    for zid, zone in sorted(backend.zones.items()):
+    for zid, zone in sorted(route53_backend().zones.items()):
         records = []
         for rr in zone.rrsets:
             records.append(
@@ -564,8 +969,10 @@ def admin(environ, start_response, method, path, body):
                 STATE["faults"].append(rule)
         return ok({"faults": len(STATE["faults"])})
     if path == "/_dr/faults" and method == "DELETE":
+        # Every fault: the API's and the DNS server's.
         with LOCK:
             STATE["faults"].clear()
+            STATE["dns_faults"].clear()
         RELEASE.set()
         return ok({})
     if path == "/_dr/faults":
@@ -590,6 +997,27 @@ def admin(environ, start_response, method, path, body):
         with LOCK:
             STATE["health"][data["health_check_id"]] = (int(data["healthy"]), int(data["total"]))
         return ok({})
+    if path == "/_dr/dns/faults" and method == "POST":
+        rules = data if isinstance(data, list) else [data]
+        with LOCK:
+            for rule in rules:
+                rule.setdefault("count", 1_000_000)
+                STATE["dns_faults"].append(rule)
+        return ok({"faults": len(STATE["dns_faults"])})
+    if path == "/_dr/dns/faults" and method == "DELETE":
+        with LOCK:
+            STATE["dns_faults"].clear()
+        return ok({})
+    if path == "/_dr/dns/faults":
+        with LOCK:
+            return ok(STATE["dns_faults"])
+    if path == "/_dr/dns/queries" and method == "DELETE":
+        with LOCK:
+            STATE["dns_queries"].clear()
+        return ok({})
+    if path == "/_dr/dns/queries":
+        with LOCK:
+            return ok({"queries": STATE["dns_queries"]})
     if path == "/_dr/lag" and method == "POST":
         with LOCK:
             STATE["lag_ms"][data["cluster"]] = data.get("ms")
@@ -673,11 +1101,27 @@ class Launcher:
             captured["headers"] = headers
             return lambda data: None
 
-        chunks = self.moto(environ, capture)
-        payload = b"".join(chunks)
-        if hasattr(chunks, "close"):
-            chunks.close()
-        status_code = int(captured["status"].split()[0])
+        def call_moto():
+            chunks = self.moto(environ, capture)
+            payload = b"".join(chunks)
+            if hasattr(chunks, "close"):
+                chunks.close()
+            return payload, int(captured["status"].split()[0])
+
+        if op == "ChangeResourceRecordSets":
+            # The data plane answers from the zone as it was until the change is INSYNC: keep
+            # that copy. Under the lock, so that no DNS answer sees half a change.
+            zone_id = re.search(r"/hostedzone/([^/]+)/rrset", path).group(1)
+            with LOCK:
+                zone = route53_backend().zones.get(zone_id)
+                before = list(zone.rrsets) if zone is not None else None
+                payload, status_code = call_moto()
+                if status_code == 200 and before is not None:
+                    STATE["dns_pending"].setdefault(zone_id, []).append(
+                        [time.monotonic() + TIMINGS["dns_change"], before]
+                    )
+        else:
+            payload, status_code = call_moto()
 
         if status_code == 200 and op in MUTATIONS:
             with LOCK:
@@ -702,9 +1146,41 @@ class Launcher:
         return [payload]
 
 
+def health_record_changes(world, region, check):
+    """The region's health record: a failover pair of TXT records at
+    `<set_identifier>.dr-health.<record_name>`. The PRIMARY (SetIdentifier
+    `<set_identifier>-healthy`, with the region's health check) answers "healthy"; the SECONDARY
+    (`<set_identifier>-unhealthy`, no health check) answers "unhealthy". Route53 answers the
+    primary while the health check is healthy, so one DNS query to the zone's name servers tells
+    Route53's checkers' verdict without its control plane."""
+    name = f"{region['set_identifier']}.dr-health.{world['record_name'].rstrip('.')}"
+    pair = [
+        ("PRIMARY", "healthy", {"HealthCheckId": check}),
+        ("SECONDARY", "unhealthy", {}),
+    ]
+    return [
+        {
+            "Action": "CREATE",
+            "ResourceRecordSet": {
+                "Name": name,
+                "Type": "TXT",
+                "SetIdentifier": f"{region['set_identifier']}-{verdict}",
+                "Failover": failover,
+                "TTL": world["ttl"],
+                "ResourceRecords": [{"Value": f'"{verdict}"'}],
+                **extra,
+            },
+        }
+        for failover, verdict, extra in pair
+    ]
+
+
 def seed(endpoint, world):
     """Creates the deployment in `world` (JSON, written by the test) through the real API, and
-    returns the ids AWS generates: the hosted zone's and each region's health check's."""
+    returns the ids AWS generates: the hosted zone's and each region's health check's.
+
+    Each region gets its serving record (unless `"serving": false`) and its health record
+    (`health_record_changes`; unless the world says `"health_records": false`)."""
     import boto3
 
     def client(service, region):
@@ -799,6 +1275,8 @@ def seed(endpoint, world):
                     },
                 }
             )
+        if world.get("health_records", True):
+            changes.extend(health_record_changes(world, region, check))
     r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
     return ids
 
@@ -806,12 +1284,18 @@ def seed(endpoint, world):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--dns-port", type=int, default=0,
+        help="the UDP and TCP port of the DNS data plane (0: any free one)",
+    )
     parser.add_argument("--seed", help="a JSON file describing the deployment to create")
     args = parser.parse_args()
     app = Launcher(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", args.port, app, threaded=True)
+    dns = DnsServer(args.dns_port)
     threading.Thread(target=tick, daemon=True).start()
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    dns.start()
     ids = {}
     if args.seed:
         with open(args.seed) as f:
@@ -821,7 +1305,8 @@ def main():
             STATE["calls"].clear()
             STATE["applied"].clear()
             STATE["changes"].clear()
-    print(f"READY {server.server_port} {json.dumps(ids)}", flush=True)
+            STATE["dns_pending"].clear()
+    print(f"READY {server.server_port} dns={dns.port} {json.dumps(ids)}", flush=True)
     # Until the test that started it closes our stdin (or dies).
     sys.stdin.read()
 

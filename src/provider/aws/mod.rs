@@ -9,7 +9,11 @@
 //!
 //! The SDK operations this module calls are exactly the ones in `runbooks/iam-policy.json`;
 //! `tests/runbooks.rs` reads this folder's source to hold that true.
+//!
+//! `authoritative` is the exception to the SDK: Route53's data plane, read with DNS queries to
+//! the hosted zone's name servers, which keep answering when the control plane is dark.
 
+pub mod authoritative;
 pub mod call;
 mod cloudwatch;
 mod compute;
@@ -18,6 +22,7 @@ mod database;
 mod dns;
 pub mod probe;
 
+pub use authoritative::Authoritative;
 pub use cloudwatch::CloudWatchLag;
 pub use compute::EksAutoScaling;
 pub use database::Aurora;
