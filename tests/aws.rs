@@ -970,34 +970,47 @@ async fn route53_calls_stay_under_the_rate_limit_however_many_health_checks_are_
     }
 }
 
-#[test]
-fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
-    let s = setup();
+/// A daemon on the emulator with a 4 s failure window and a 500 ms poll, its API on a free
+/// port; `adjust` changes the config text further. Returns the process, the API port and the
+/// path of its log, once it is ready.
+fn start_fast_daemon(
+    s: &Setup,
+    adjust: impl Fn(String) -> String,
+) -> (std::process::Child, u16, std::path::PathBuf) {
     let port = common::free_port();
     let text_ok = std::fs::read_to_string(&s.config).unwrap();
-    let fast = text_ok
-        .replace("failure_window = \"5m\"", "failure_window = \"4s\"")
-        .replacen("poll_interval = \"10s\"", "poll_interval = \"500ms\"", 1)
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+    let fast = adjust(
+        text_ok
+            .replace("failure_window = \"5m\"", "failure_window = \"4s\"")
+            .replacen("poll_interval = \"10s\"", "poll_interval = \"500ms\"", 1)
+            .replace(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            ),
+    );
     assert_ne!(fast, text_ok);
     std::fs::write(&s.config, fast).unwrap();
     let dir = s.config.parent().unwrap().to_path_buf();
-    let mut daemon = dr(&s.config)
+    let daemon = dr(&s.config)
         .arg("daemon")
         .env("DR_API_TOKENS", "oncall:operate:test-token-0123456789")
         .stdout(std::fs::File::create(dir.join("daemon.out")).unwrap())
         .stderr(std::fs::File::create(dir.join("daemon.err")).unwrap())
         .spawn()
         .unwrap();
-    let log = || std::fs::read_to_string(dir.join("daemon.err")).unwrap_or_default();
     s.moto
         .wait_until(Duration::from_secs(60), "the daemon to be ready", |_| {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && common::moto::http(port, "GET", "/ready", None).0 == 200
         });
+    (daemon, port, dir.join("daemon.err"))
+}
+
+#[test]
+fn the_daemon_fails_over_by_itself_on_the_emulator_when_both_signals_agree() {
+    let s = setup();
+    let (mut daemon, port, log_path) = start_fast_daemon(&s, |text| text);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     // Healthy: the daemon watches (three rounds of health checks) and does nothing.
     s.moto
         .wait_until(Duration::from_secs(30), "three polls", |m| {
@@ -1080,4 +1093,130 @@ fn reads_that_keep_failing_mid_run_are_retried_until_the_endpoint_answers() {
     );
     assert_eq!(s.moto.writer(), "us-west-2");
     assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
+}
+
+/// Every Route53 API operation dr calls, failing as an endpoint that does not answer would.
+const ROUTE53_API: [&str; 4] = [
+    "GetHealthCheckStatus",
+    "ListResourceRecordSets",
+    "ChangeResourceRecordSets",
+    "GetChange",
+];
+
+#[test]
+fn with_every_route53_api_call_failing_the_daemon_fails_over_on_the_dns_data_plane() {
+    let s = setup();
+    // Route53's control plane is dark from the start: every call fails with a 503.
+    for operation in ROUTE53_API {
+        s.moto.fault(json!({
+            "operation": operation, "kind": "error", "status": 503, "count": 1_000_000
+        }));
+    }
+    let dns = s.moto.dns_addr();
+    let (mut daemon, port, log_path) = start_fast_daemon(&s, |text| {
+        let with = text.replace(
+            "# name_servers = [",
+            &format!("name_servers = [\"{dns}\"]\n# example: name_servers = ["),
+        );
+        assert!(with.contains("name_servers = [\"127.0.0.1:"), "{with}");
+        with
+    });
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Healthy, read through DNS alone: several rounds of health-record queries, no failover.
+    s.moto.wait_until(
+        Duration::from_secs(30),
+        "health records read over DNS",
+        |m| {
+            m.dns_queries()
+                .iter()
+                .filter(|q| q["name"].as_str().unwrap_or("").contains("dr-health"))
+                .count()
+                >= 8
+        },
+    );
+    assert_eq!(
+        s.moto.applied().get("FailoverGlobalCluster"),
+        None,
+        "{}",
+        log()
+    );
+    let (code, status) = common::moto::http(port, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(status.contains("dr_dns_follow_ups_pending 0"), "{status}");
+
+    // us-east-1 goes dark for Route53's checkers (seen only through the name servers) and for
+    // dr's own probe.
+    let east = s.moto.health_checks["us-east-1"].clone();
+    s.moto.set_checkers(&east, 0, 16);
+    s.health.failing.lock().unwrap().push("/east/".into());
+    s.moto.wait_until(
+        Duration::from_secs(90),
+        "the failover on the data plane",
+        |_| {
+            let out = run(&s.config, &["runs", "--json"]);
+            let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            runs[0]["status"].to_string().contains("finished")
+        },
+    );
+    let out = run(&s.config, &["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(runs[0]["trigger"].to_string().contains("auto"), "{runs}");
+    assert!(
+        runs[0]["status"].to_string().contains("succeeded"),
+        "{runs}\n{}",
+        log()
+    );
+    assert_eq!(s.moto.writer(), "us-west-2");
+    assert_eq!(s.moto.applied().get("FailoverGlobalCluster"), Some(&1));
+    // No record change got through: it is a follow-up, shown in the metrics.
+    assert_eq!(s.moto.applied().get("ChangeResourceRecordSets"), None);
+    let repoint = runs[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["name"] == "repoint-dns")
+        .unwrap()
+        .clone();
+    assert!(
+        repoint["summary"]
+            .as_str()
+            .unwrap()
+            .contains("name servers answer only us-west-2"),
+        "{repoint}"
+    );
+    s.moto.wait_until(
+        Duration::from_secs(30),
+        "the follow-up in the metrics",
+        |_| {
+            common::moto::http(port, "GET", "/metrics", None)
+                .1
+                .contains("dr_dns_follow_ups_pending 1")
+        },
+    );
+
+    // Route53's API answers again: the daemon makes the record change, once, and audits it.
+    s.moto.clear_faults();
+    s.moto
+        .wait_until(Duration::from_secs(60), "the follow-up", |m| {
+            m.dns_regions() == vec!["us-west-2".to_string()]
+                && common::moto::http(port, "GET", "/metrics", None)
+                    .1
+                    .contains("dr_dns_follow_ups_pending 0")
+        });
+    assert_eq!(s.moto.applied().get("ChangeResourceRecordSets"), Some(&1));
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let detail = run(&s.config, &["runs", &id, "--json"]);
+    let detail: Value = serde_json::from_slice(&detail.stdout).unwrap();
+    assert!(
+        detail["audit"]
+            .to_string()
+            .contains("record follow-up done"),
+        "{detail}"
+    );
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(daemon.wait().unwrap().code(), Some(0), "{}", log());
 }

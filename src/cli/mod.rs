@@ -499,6 +499,27 @@ fn validate(file: PathBuf, json: bool) -> CliResult {
             fmt_duration(config.detection.failure_window),
             fmt_duration(config.plan.rpo_budget)
         );
+        let dns = &config.topology.dns;
+        match (config.backend, dns.name_servers.is_empty()) {
+            (config::Backend::Aws, true) => println!(
+                "warning: [dns] name_servers is empty: Route53 is read through its API only, so an outage that takes the API down with us-east-1 cannot trip by itself (README.md, \"Pointing dr at real AWS\")"
+            ),
+            (_, _) => println!(
+                "Route53's data plane: {}; health records: {}",
+                if dns.name_servers.is_empty() {
+                    "the simulator's name servers".to_string()
+                } else {
+                    dns.name_servers.join(", ")
+                },
+                config
+                    .topology
+                    .regions
+                    .iter()
+                    .map(|r| dns.health_record(r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     }
     Ok(exit::OK)
 }

@@ -263,7 +263,7 @@ impl fmt::Display for Decision {
                     signals,
                 } => write!(
                     f,
-                    "watching: the writer's region {region} is suspect since {since} ({signals}); two independent signals must observe it unhealthy in every round for the whole failure window"
+                    "watching: the writer's region {region} is suspect since {since} ({signals}); a quorum of independent vantage points (detection.quorum) must each observe it unhealthy in every round for the whole failure window, and none healthy"
                 ),
                 Hold::AutomationPaused {
                     would: Would::FailOver { from, to },

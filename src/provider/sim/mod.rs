@@ -99,6 +99,19 @@ impl SimProvider {
                 path: path.to_path_buf(),
                 detail,
             })?;
+            if world.health_records.is_empty() {
+                // A world saved before it answered DNS: its health records, from the config.
+                world.health_records = topology
+                    .regions
+                    .iter()
+                    .map(|r| {
+                        (
+                            world::dns_name(&topology.dns.health_record(r)),
+                            r.name.clone(),
+                        )
+                    })
+                    .collect();
+            }
             if (world.time_scale - time_scale).abs() > f64::EPSILON {
                 // Re-anchor so the simulated time is continuous under the new scale.
                 let now =
