@@ -143,19 +143,30 @@ impl Observer<'_> {
         }
     }
 
-    /// The writer's region, read from the global cluster through each region in priority order
-    /// until one answers; else why none did.
+    /// The writer's region, read from the global cluster through every region at once: the
+    /// first region to answer with a writer wins (the global cluster's view is the same from
+    /// each), so a dark region's timeout never delays the answer. Else why none did.
     pub async fn writer(&self) -> Result<RegionName, Vec<String>> {
+        use futures::StreamExt;
+        let mut reads: futures::stream::FuturesUnordered<_> = self
+            .topology
+            .regions
+            .iter()
+            .map(|region| async move {
+                let read = self
+                    .bounded(
+                        format!("DescribeGlobalClusters in {}", region.name),
+                        self.providers.database.describe_global_cluster(
+                            &region.name,
+                            &self.topology.global_cluster_id,
+                        ),
+                    )
+                    .await;
+                (region, read)
+            })
+            .collect();
         let mut errors = Vec::new();
-        for region in &self.topology.regions {
-            let read = self
-                .bounded(
-                    format!("DescribeGlobalClusters in {}", region.name),
-                    self.providers
-                        .database
-                        .describe_global_cluster(&region.name, &self.topology.global_cluster_id),
-                )
-                .await;
+        while let Some((region, read)) = reads.next().await {
             match read {
                 Ok(cluster) => match cluster.writer() {
                     Some(writer) => return Ok(writer.region.clone()),

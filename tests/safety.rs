@@ -607,3 +607,64 @@ fn a_live_writer_that_looks_dead_from_every_vantage_point_is_never_promoted_with
         "us-east-1"
     );
 }
+
+const FOLLOW_UP_THEN_A_RUN_THAT_NEVER_TOUCHES_DNS: &str = r#"
+name = "follow-up-outlives-a-stopped-run"
+duration = "45m"
+daemon = true
+[[event]]
+at = "2m"
+outage = { region = "us-east-1", kind = "full" }
+[[event]]
+at = "2m"
+route53_control_plane = "down"
+[[event]]
+at = "20m"
+command = "failover --to us-east-1 --from us-west-2"
+[[event]]
+at = "22m"
+command = "abort"
+[[event]]
+at = "35m"
+route53_control_plane = "up"
+"#;
+
+#[test]
+fn a_later_run_that_never_reaches_dns_does_not_cancel_a_pending_follow_up() {
+    // The blind failover leaves the record change as a follow-up. An operator then tries to
+    // move back to us-east-1, which is still down: that run stops in preflight, never touches
+    // DNS, and is aborted. The follow-up waits while that run is unfinished, stays pending
+    // after it, and is made once the API answers.
+    let (report, evidence) = run(FOLLOW_UP_THEN_A_RUN_THAT_NEVER_TOUCHES_DNS);
+    assert_eq!(report.runs.len(), 2, "{}", report.render());
+    let second = evidence.runs[1].state().unwrap();
+    assert!(
+        second.steps[&dr::core::ids::StepName::RepointDns]
+            .started_at
+            .is_none(),
+        "{}",
+        report.render()
+    );
+    let superseded = evidence
+        .audit
+        .iter()
+        .any(|e| e.action == dr::daemon::follow_up::SUPERSEDED);
+    assert!(!superseded, "{:?}", evidence.audit);
+    let done: Vec<_> = evidence
+        .audit
+        .iter()
+        .filter(|e| e.action == dr::daemon::follow_up::DONE)
+        .collect();
+    assert_eq!(done.len(), 1, "{:?}", evidence.audit);
+    assert_eq!(done[0].run.as_ref(), Some(&evidence.runs[0].header.id));
+    assert!(secs(done[0].at) >= 2100.0);
+    assert!(
+        !evidence
+            .world
+            .records
+            .iter()
+            .any(|r| r.region.as_str() == "us-east-1"),
+        "{:?}",
+        evidence.world.records
+    );
+}

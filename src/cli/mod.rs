@@ -501,7 +501,7 @@ fn validate(file: PathBuf, json: bool) -> CliResult {
         );
         let dns = &config.topology.dns;
         match (config.backend, dns.name_servers.is_empty()) {
-            (config::Backend::Aws, true) => println!(
+            (config::Backend::Aws, true) => eprintln!(
                 "warning: [dns] name_servers is empty: Route53 is read through its API only, so an outage that takes the API down with us-east-1 cannot trip by itself (README.md, \"Pointing dr at real AWS\")"
             ),
             (_, _) => println!(
@@ -519,6 +519,15 @@ fn validate(file: PathBuf, json: bool) -> CliResult {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        }
+        let stall = crate::core::detect::LagTrend::STALL_AFTER;
+        if config.plan.rpo_budget >= config.detection.failure_window + stall {
+            eprintln!(
+                "warning: failover.rpo_budget ({}) is not shorter than detection.failure_window plus {} ({}): a live writer that dr is cut off from, whose replication stalls while Route53 cannot be read, would be promoted without approval (README.md, \"The daemon\"); lower the budget or lengthen the window",
+                fmt_duration(config.plan.rpo_budget),
+                fmt_duration(stall),
+                fmt_duration(config.detection.failure_window + stall)
+            );
         }
     }
     Ok(exit::OK)

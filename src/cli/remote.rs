@@ -12,6 +12,10 @@ use std::time::Duration;
 /// How long the CLI waits for the daemon's API to answer, unless DR_API_TIMEOUT says otherwise.
 const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long the CLI keeps asking about a run it started when the daemon's API does not answer
+/// (or answers an error) before it reports the outcome as unknown.
+const POLL_GRACE: Duration = Duration::from_secs(60);
+
 /// How long the CLI follows a run it started through the API.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(3600);
 
@@ -129,6 +133,7 @@ pub async fn start(ctx: &Ctx, args: &RunArgs, kind: RunKind, holder: &str) -> Cl
     }
     let deadline = std::time::Instant::now() + FOLLOW_LIMIT;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let lost = |e: String| {
             CliError::new(
@@ -138,15 +143,34 @@ pub async fn start(ctx: &Ctx, args: &RunArgs, kind: RunKind, holder: &str) -> Cl
                 ),
             )
         };
-        let run: RunView = client
-            .get(format!("{base}/api/v1/runs/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(|e| lost(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| lost(e.to_string()))?;
+        let polled = async {
+            let response = client
+                .get(format!("{base}/api/v1/runs/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("it answered {}", response.status()));
+            }
+            response.json::<RunView>().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let run = match polled {
+            Ok(run) => {
+                failing_since = None;
+                run
+            }
+            Err(err) => {
+                // A busy daemon (503 at its connection cap, say) is asked again for a while.
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > POLL_GRACE {
+                    return Err(lost(err));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         for step in &run.steps {
             let status = step_status_word(&step.status);
             let name = step.name.to_string();

@@ -77,7 +77,14 @@ fn check_name_server(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("an entry is empty; list the hosted zone's name servers, such as \"ns-123.awsdns-45.com\"".into());
     }
-    if text.parse::<std::net::SocketAddr>().is_ok() || text.parse::<std::net::IpAddr>().is_ok() {
+    let bracketed = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .is_some_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+    if bracketed
+        || text.parse::<std::net::SocketAddr>().is_ok()
+        || text.parse::<std::net::IpAddr>().is_ok()
+    {
         return Ok(());
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -970,9 +977,10 @@ mod tests {
                 &format!("name_servers = {list}\n# was = ["),
             )
         };
-        let good =
-            with(r#"["ns-1.awsdns-01.org", "192.0.2.53", "127.0.0.1:5353", "[2001:db8::1]:53"]"#);
-        assert_eq!(check(&good).unwrap().topology.dns.name_servers.len(), 4);
+        let good = with(
+            r#"["ns-1.awsdns-01.org", "192.0.2.53", "127.0.0.1:5353", "[2001:db8::1]:53", "[2001:db8::2]", "2001:db8::3"]"#,
+        );
+        assert_eq!(check(&good).unwrap().topology.dns.name_servers.len(), 6);
         for bad in [
             r#"["ns 1.example"]"#,
             r#"["ns.example:0"]"#,

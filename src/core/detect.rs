@@ -188,8 +188,12 @@ pub struct LagTrend {
 }
 
 impl LagTrend {
-    /// The least lag that can be a stall.
-    pub const STALL_AFTER: Duration = Duration::from_secs(30);
+    /// The least lag that can be a stall. CloudWatch publishes a datapoint one to three
+    /// minutes late, and dr ages the newest one by the time since its minute ended (a stale low
+    /// figure never passes for a fresh one), so a healthy replication can read as a lag growing
+    /// with time for up to about four minutes between datapoints; only beyond that is it a
+    /// stall.
+    pub const STALL_AFTER: Duration = Duration::from_secs(240);
 
     /// Folds one reading; says whether replication looks stalled now. A missing reading (no
     /// datapoint, no answer) forgets the last one: a stall must be seen in consecutive readings.
@@ -471,24 +475,27 @@ mod tests {
     #[test]
     fn a_lag_growing_as_fast_as_time_is_a_stall_and_a_gap_forgets_it() {
         let at = |s: i64| Timestamp(s * 1000);
+        let secs = Duration::from_secs;
+        let stall = LagTrend::STALL_AFTER.as_secs() as i64;
         let mut trend = LagTrend::default();
         // Flowing replication: small, steady lags.
-        assert!(!trend.observe(at(0), Some(Duration::from_secs(2))));
-        assert!(!trend.observe(at(10), Some(Duration::from_secs(3))));
-        // Stalled, but not yet 30 s behind.
-        assert!(!trend.observe(at(20), Some(Duration::from_secs(13))));
-        assert!(!trend.observe(at(30), Some(Duration::from_secs(23))));
-        // Past 30 s and still growing with time: a stall.
-        assert!(trend.observe(at(40), Some(Duration::from_secs(33))));
-        assert!(trend.observe(at(50), Some(Duration::from_secs(43))));
+        assert!(!trend.observe(at(0), Some(secs(2))));
+        assert!(!trend.observe(at(10), Some(secs(3))));
+        // Growing with time (a stall, or CloudWatch's late datapoint aged), but not yet past
+        // what a late datapoint can explain.
+        assert!(!trend.observe(at(stall - 20), Some(secs(stall as u64 - 30))));
+        assert!(!trend.observe(at(stall - 10), Some(secs(stall as u64 - 20))));
+        // Past it and still growing with time: a stall.
+        assert!(trend.observe(at(stall + 20), Some(secs(stall as u64 + 10))));
+        assert!(trend.observe(at(stall + 30), Some(secs(stall as u64 + 20))));
         // A big lag that is shrinking (catching up) is not a stall.
-        assert!(!trend.observe(at(60), Some(Duration::from_secs(40))));
+        assert!(!trend.observe(at(stall + 40), Some(secs(stall as u64 + 15))));
         // A big lag growing slower than time (replicating, behind) is not a stall.
-        assert!(!trend.observe(at(70), Some(Duration::from_secs(45))));
+        assert!(!trend.observe(at(stall + 50), Some(secs(stall as u64 + 17))));
         // No reading: forgotten; the next reading alone cannot be a stall.
-        assert!(!trend.observe(at(80), None));
-        assert!(!trend.observe(at(90), Some(Duration::from_secs(400))));
-        assert!(trend.observe(at(100), Some(Duration::from_secs(410))));
+        assert!(!trend.observe(at(stall + 60), None));
+        assert!(!trend.observe(at(stall + 70), Some(secs(stall as u64 + 400))));
+        assert!(trend.observe(at(stall + 80), Some(secs(stall as u64 + 410))));
     }
 
     #[test]

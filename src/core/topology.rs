@@ -85,12 +85,17 @@ impl DnsTopology {
     /// `"healthy"` while the region's health check is healthy and `"unhealthy"` otherwise
     /// (README.md, "Route53's data plane").
     pub fn health_record(&self, region: &Region) -> String {
-        format!(
-            "{}.dr-health.{}",
-            region.set_identifier,
-            self.record_name.trim_end_matches('.')
-        )
+        health_record_name(&region.set_identifier, &self.record_name)
     }
+}
+
+/// The health record of the region whose latency record has `set_identifier` under
+/// `record_name` (see `DnsTopology::health_record`).
+pub fn health_record_name(set_identifier: &str, record_name: &str) -> String {
+    format!(
+        "{set_identifier}.dr-health.{}",
+        record_name.trim_end_matches('.')
+    )
 }
 
 /// The whole deployment.

@@ -3,14 +3,15 @@
 //! once the control plane answers again, and audits it.
 //!
 //! A follow-up is found in the run's log (`StepOutcome::follow_up` of repoint-dns) and is done
-//! when the audit log says so. Only the latest run's follow-up is pending: a later run plans the
-//! records afresh, so an earlier follow-up is superseded (and audited as such). The change is
+//! when the audit log says so. Only the follow-up of the newest run that touched DNS is pending:
+//! a later run that repointed planned the records afresh, so an earlier follow-up is superseded
+//! (and audited as such); a later run that never reached DNS changes nothing. The change is
 //! made from the records as they are (list, diff, change), so a crash between the change and
 //! its audit entry only means the next attempt finds nothing left to change.
 
 use crate::core::ids::{Actor, RunId, StepName};
 use crate::core::plan::{Operation, record_changes};
-use crate::core::run::RecordFollowUp;
+use crate::core::run::{RecordFollowUp, RunStatus};
 use crate::core::time::Timestamp;
 use crate::engine::StepCtx;
 use crate::engine::steps::Mutation;
@@ -44,14 +45,19 @@ pub struct FollowUpStatus {
     pub last_attempt: Option<String>,
 }
 
-/// The pending follow-up: the latest finished run's, unless closed in the audit log. Earlier
-/// runs' open follow-ups are closed as superseded.
+/// The pending follow-up, if any. Runs are read newest first:
+/// - while a run is unfinished, nothing is decided (it may repoint DNS itself);
+/// - a run whose repoint-dns never started (stopped or aborted before it) is passed over: it
+///   changed nothing about DNS;
+/// - the newest run whose repoint-dns started decides. If it left a follow-up not yet closed in
+///   the audit log, that is the pending one. Any older open follow-up is closed as superseded:
+///   a later run planned the records afresh.
 pub fn pending(
     store: &dyn Store,
     actor: &Actor,
     now: Timestamp,
 ) -> Result<Option<(FollowUpStatus, RecordFollowUp)>, StoreError> {
-    let mut newest_seen = None::<RunId>;
+    let mut newer_repoint = None::<RunId>;
     for header in store.list_runs(LOOKBACK_RUNS)? {
         if header.dry_run {
             continue;
@@ -62,47 +68,56 @@ pub fn pending(
         let Ok(state) = stored.state() else {
             continue;
         };
+        if !matches!(state.status(), RunStatus::Finished { .. }) {
+            return Ok(None);
+        }
         let Some(step) = state.steps.get(&StepName::RepointDns) else {
             continue;
         };
-        let later = newest_seen.replace(header.id.clone());
-        let Some(follow_up) = step.outcome.as_ref().and_then(|o| o.follow_up.clone()) else {
-            if step.started_at.is_some() {
-                // A later run repointed DNS itself: nothing older is pending.
+        if step.started_at.is_none() {
+            continue;
+        }
+        let follow_up = step.outcome.as_ref().and_then(|o| o.follow_up.clone());
+        let closed = || -> Result<bool, StoreError> {
+            Ok(store
+                .audit(Some(&header.id), 1000)?
+                .iter()
+                .any(|e| e.action == DONE || e.action == SUPERSEDED))
+        };
+        match (follow_up, &newer_repoint) {
+            // The newest repoint changed the records itself (or ended degraded): look for an
+            // older open follow-up to close.
+            (None, None) => {
+                newer_repoint = Some(header.id.clone());
+            }
+            (None, Some(_)) => {}
+            (Some(_), _) if closed()? => return Ok(None),
+            (Some(_), Some(newer)) => {
+                store.record_audit(&audit(
+                    actor,
+                    now,
+                    &header.id,
+                    SUPERSEDED,
+                    &format!("run {newer} repointed the records after it"),
+                ))?;
                 return Ok(None);
             }
-            continue;
-        };
-        let closed = store
-            .audit(Some(&header.id), 1000)?
-            .iter()
-            .any(|e| e.action == DONE || e.action == SUPERSEDED);
-        if closed {
-            return Ok(None);
+            (Some(follow_up), None) => {
+                let status = FollowUpStatus {
+                    run: header.id.clone(),
+                    since: step.finished_at.unwrap_or(header.created_at),
+                    record_name: follow_up.record_name.clone(),
+                    serving: follow_up
+                        .desired
+                        .iter()
+                        .map(|r| r.region.to_string())
+                        .collect(),
+                    reason: follow_up.reason.clone(),
+                    last_attempt: None,
+                };
+                return Ok(Some((status, follow_up)));
+            }
         }
-        if let Some(later) = later {
-            store.record_audit(&audit(
-                actor,
-                now,
-                &header.id,
-                SUPERSEDED,
-                &format!("run {later} planned the records again"),
-            ))?;
-            return Ok(None);
-        }
-        let status = FollowUpStatus {
-            run: header.id.clone(),
-            since: step.finished_at.unwrap_or(header.created_at),
-            record_name: follow_up.record_name.clone(),
-            serving: follow_up
-                .desired
-                .iter()
-                .map(|r| r.region.to_string())
-                .collect(),
-            reason: follow_up.reason.clone(),
-            last_attempt: None,
-        };
-        return Ok(Some((status, follow_up)));
     }
     Ok(None)
 }
@@ -163,6 +178,13 @@ pub async fn attempt(
         ))?;
         note("the records are as planned; the follow-up is done".into());
         return Ok(true);
+    }
+    if let Some(active) = store.active_run()? {
+        // A run may be repointing the records itself: never race it with an older plan.
+        note(format!(
+            "run {active} is active; the follow-up waits for it"
+        ));
+        return Ok(false);
     }
     let operation = Operation::ChangeResourceRecordSets {
         hosted_zone_id: follow_up.hosted_zone_id.clone(),

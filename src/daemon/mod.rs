@@ -528,12 +528,13 @@ impl Daemon {
         automation: &Automation,
         now: Timestamp,
     ) -> Result<(), DaemonError> {
-        let busy = self.follow_up.as_ref().is_some_and(|h| !h.is_finished());
-        if automation.paused
+        if (automation.paused || situation.active_run.is_some())
             && let Some(handle) = self.follow_up.take()
         {
+            // Paused means no automatic change; a run may be repointing the records itself.
             handle.abort();
         }
+        let busy = self.follow_up.as_ref().is_some_and(|h| !h.is_finished());
         let pending = follow_up::pending(self.engine.store.as_ref(), &self.actor, now)?;
         let Some((mut status, record)) = pending else {
             self.follow_up_pending = None;

@@ -6,7 +6,9 @@
 //! A mutation that fails transiently is never blindly retried: the step observes again first.
 
 use super::StepCtx;
-use crate::core::health::{Observation, classify_checkers, classify_probe};
+use crate::core::health::{
+    HEALTH_RECORD_HEALTHY, HEALTH_RECORD_UNHEALTHY, Observation, classify_checkers, classify_probe,
+};
 use crate::core::ids::RegionName;
 use crate::core::ids::StepName;
 use crate::core::plan::{
@@ -15,7 +17,7 @@ use crate::core::plan::{
 };
 use crate::core::run::{Gate, Handle, RecordFollowUp, RunEvent, StepOutcome, promotion_gate};
 use crate::core::time::fmt_duration;
-use crate::core::topology::LatencyRecord;
+use crate::core::topology::{LatencyRecord, health_record_name};
 use crate::provider::{Answer, ChangeStatus, DnsType, ProviderError};
 use futures::future::join_all;
 use std::collections::BTreeSet;
@@ -678,7 +680,7 @@ async fn repoint_dns(
             .await
         {
             Ok(current) => current,
-            Err(err) if err.is_transient() => {
+            Err(err @ ProviderError::Unavailable { .. }) => {
                 // Route53's control plane does not answer (it lives in us-east-1). If its data
                 // plane already answers as planned, the run does not wait for it: the change is
                 // left for the daemon to make when the control plane answers again.
@@ -743,8 +745,12 @@ async fn repoint_dns(
     }
 }
 
-/// What the hosted zone's name servers answer for the serving record, compared with the plan:
-/// `Ok(answers)` when they answer only the desired regions' values, `Err(why not)` otherwise.
+/// What the hosted zone's name servers answer, compared with the plan, in evidence that is the
+/// same from everywhere: each leaving region's health record answers "unhealthy" (so Route53
+/// answers its latency record to nobody, wherever the asker is), each staying region's answers
+/// "healthy", and the serving record answers only the plan's values (only from where dr asks:
+/// a latency set answers the region nearest the asker). `Ok(answers)` when all of that holds,
+/// `Err(why not)` otherwise.
 pub async fn data_plane_as_planned(
     ctx: &StepCtx,
     record_name: &str,
@@ -758,14 +764,42 @@ pub async fn data_plane_as_planned(
     else {
         return Err("the records' type cannot be asked for".into());
     };
-    let answers = ctx
-        .read_bounded(|| ctx.providers.answers.answers(record_name, rtype))
-        .await
-        .map_err(|e| e.to_string())?;
     let wanted: BTreeSet<&str> = desired
         .iter()
         .flat_map(|r| r.values.iter().map(String::as_str))
         .collect();
+    for (record, want) in removed
+        .iter()
+        .map(|r| (r, HEALTH_RECORD_UNHEALTHY))
+        .chain(desired.iter().map(|r| (r, HEALTH_RECORD_HEALTHY)))
+    {
+        if want == HEALTH_RECORD_UNHEALTHY
+            && record.values.iter().all(|v| wanted.contains(v.as_str()))
+        {
+            // The record answers the same values as a staying region: it moves no traffic.
+            continue;
+        }
+        let name = health_record_name(&record.set_identifier, record_name);
+        let answer = ctx
+            .read_bounded(|| ctx.providers.answers.answers(&name, DnsType::Txt))
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.len() != 1 || answer[0] != want {
+            return Err(format!(
+                "{}'s health record {name} answers {}, not \"{want}\"",
+                record.region,
+                if answer.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    answer.join(", ")
+                }
+            ));
+        }
+    }
+    let answers = ctx
+        .read_bounded(|| ctx.providers.answers.answers(record_name, rtype))
+        .await
+        .map_err(|e| e.to_string())?;
     let leaving: BTreeSet<&str> = removed
         .iter()
         .flat_map(|r| r.values.iter().map(String::as_str))
@@ -803,7 +837,7 @@ async fn on_data_plane(
     match data_plane_as_planned(ctx, record_name, desired, removed).await {
         Ok(answers) => Some(StepOutcome {
             summary: format!(
-                "Route53's control plane does not answer ({control_plane}), but its name servers answer only {} for {record_name} ({}): traffic is where the plan puts it. The record change is a follow-up the daemon makes when the control plane answers again",
+                "Route53's control plane does not answer ({control_plane}), but its name servers answer only {} for {record_name} ({}), and the health records of the regions that leave answer unhealthy, so no one is answered them: traffic is where the plan puts it. The record change is a follow-up the daemon makes when the control plane answers again",
                 serving(desired),
                 answers.join(", ")
             ),

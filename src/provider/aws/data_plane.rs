@@ -74,7 +74,11 @@ async fn resolve(entry: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(address) = entry.parse::<SocketAddr>() {
         return Ok(vec![address]);
     }
-    if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+    let unbracketed = entry
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(entry);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, DNS_PORT)]);
     }
     let (host, port) = match entry.rsplit_once(':') {
