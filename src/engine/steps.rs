@@ -658,11 +658,31 @@ async fn repoint_dns(
     let mut refusal: Option<String> = None;
     loop {
         if let Some(id) = &change_id {
-            match ctx
-                .read(|| p.dns.get_change(id))
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            let status = match ctx.read_bounded(|| p.dns.get_change(id)).await {
+                Ok(status) => status,
+                Err(err @ ProviderError::Unavailable { .. }) => {
+                    // The control plane went dark after the change was sent: the data plane
+                    // may show it (or the health checks may) already.
+                    if let Some(done) =
+                        on_data_plane(ctx, hosted_zone_id, record_name, desired, removed, &err)
+                            .await
+                    {
+                        return Ok(done);
+                    }
+                    ctx.wait(&format!(
+                        "Route53 change {id} to be INSYNC, or the name servers to answer as planned ({err})"
+                    ))
+                    .await;
+                    continue;
+                }
+                Err(err) if err.is_transient() => {
+                    ctx.wait(&format!("Route53 change {id} to be INSYNC ({err})"))
+                        .await;
+                    continue;
+                }
+                Err(err) => return Err(err.to_string()),
+            };
+            match status {
                 ChangeStatus::Insync => {
                     return Ok(outcome(format!(
                         "change {id} is INSYNC; answering: {}",
@@ -764,9 +784,9 @@ pub async fn data_plane_as_planned(
     else {
         return Err("the records' type cannot be asked for".into());
     };
-    let wanted: BTreeSet<&str> = desired
+    let wanted: BTreeSet<String> = desired
         .iter()
-        .flat_map(|r| r.values.iter().map(String::as_str))
+        .flat_map(|r| r.values.iter().map(|v| dns_value(v)))
         .collect();
     for (record, want) in removed
         .iter()
@@ -774,7 +794,7 @@ pub async fn data_plane_as_planned(
         .chain(desired.iter().map(|r| (r, HEALTH_RECORD_HEALTHY)))
     {
         if want == HEALTH_RECORD_UNHEALTHY
-            && record.values.iter().all(|v| wanted.contains(v.as_str()))
+            && record.values.iter().all(|v| wanted.contains(&dns_value(v)))
         {
             // The record answers the same values as a staying region: it moves no traffic.
             continue;
@@ -796,29 +816,41 @@ pub async fn data_plane_as_planned(
             ));
         }
     }
-    let answers = ctx
+    let answers: Vec<String> = ctx
         .read_bounded(|| ctx.providers.answers.answers(record_name, rtype))
         .await
-        .map_err(|e| e.to_string())?;
-    let leaving: BTreeSet<&str> = removed
+        .map_err(|e| e.to_string())?
         .iter()
-        .flat_map(|r| r.values.iter().map(String::as_str))
+        .map(|a| dns_value(a))
+        .collect();
+    let leaving: BTreeSet<String> = removed
+        .iter()
+        .flat_map(|r| r.values.iter().map(|v| dns_value(v)))
         .filter(|v| !wanted.contains(v))
         .collect();
     if answers.is_empty() {
         return Err(format!("the name servers answer nothing for {record_name}"));
     }
-    if let Some(stale) = answers.iter().find(|a| leaving.contains(a.as_str())) {
+    if let Some(stale) = answers.iter().find(|a| leaving.contains(*a)) {
         return Err(format!(
             "the name servers still answer {stale} for {record_name}, a value of a region that leaves"
         ));
     }
-    if let Some(other) = answers.iter().find(|a| !wanted.contains(a.as_str())) {
+    if let Some(other) = answers.iter().find(|a| !wanted.contains(*a)) {
         return Err(format!(
             "the name servers answer {other} for {record_name}, which the plan does not have"
         ));
     }
     Ok(answers)
+}
+
+/// A record value as DNS compares it: an address in its canonical form, a name in lower case
+/// without its trailing dot.
+fn dns_value(value: &str) -> String {
+    match value.trim().parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => value.trim().trim_end_matches('.').to_ascii_lowercase(),
+    }
 }
 
 /// The repoint's outcome when the control plane does not answer but the data plane answers as
@@ -992,4 +1024,17 @@ pub enum Mutation<T> {
     },
     /// Failed for good.
     Failed(ProviderError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dns_value;
+
+    #[test]
+    fn record_values_compare_as_dns_answers_them() {
+        assert_eq!(dns_value("2001:DB8::0001"), dns_value("2001:db8::1"));
+        assert_eq!(dns_value("Api-West.Example.com."), "api-west.example.com");
+        assert_eq!(dns_value(" 192.0.2.1 "), "192.0.2.1");
+        assert_ne!(dns_value("192.0.2.1"), dns_value("192.0.2.10"));
+    }
 }
