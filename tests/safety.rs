@@ -486,6 +486,24 @@ fn a_writer_that_no_vantage_point_can_read_is_never_failed_over() {
         "{:?}",
         evidence.decisions
     );
+    // Once nothing has been read of the writer for the whole window, it says so: an alert.
+    let unobserved: Vec<f64> = evidence
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Nothing(Hold::WriterUnobserved { .. })))
+        .map(|(at, _)| secs(*at))
+        .collect();
+    assert!(
+        unobserved
+            .first()
+            .is_some_and(|t| *t >= 420.0 && *t <= 440.0),
+        "{unobserved:?} {:?}",
+        evidence.decisions
+    );
+    assert!(evidence.decisions.iter().any(|(_, d)| matches!(
+        d,
+        Decision::Nothing(Hold::WriterUnobserved { .. })
+    ) && d.alert().is_some()));
 }
 
 #[test]

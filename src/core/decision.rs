@@ -116,6 +116,14 @@ pub enum Hold {
     },
     /// The writer's region is not known.
     WriterUnknown,
+    /// No vantage point has given a verdict on the writer's region for the whole failure
+    /// window: dr cannot tell whether it serves. An alert, never a failover.
+    WriterUnobserved {
+        /// The region.
+        region: RegionName,
+        /// Since when every read of it was Unknown.
+        since: Timestamp,
+    },
     /// The writer's region has been suspect longer than the failure window, but one signal
     /// cannot be read, so the two can never agree: no automatic failover. An alert.
     CannotConfirm {
@@ -227,7 +235,9 @@ impl Decision {
                     ..
                 },
             ) => Some(AlertLevel::Critical),
-            Decision::Nothing(Hold::FailedRegionNotWriter { .. }) => Some(AlertLevel::Warning),
+            Decision::Nothing(
+                Hold::FailedRegionNotWriter { .. } | Hold::WriterUnobserved { .. },
+            ) => Some(AlertLevel::Warning),
             _ => None,
         }
     }
@@ -296,6 +306,10 @@ impl fmt::Display for Decision {
                 Hold::FailedRegionNotWriter { region } => write!(
                     f,
                     "ALERT: {region} failed; it does not hold the writer, so there is nothing to fail over"
+                ),
+                Hold::WriterUnobserved { region, since } => write!(
+                    f,
+                    "ALERT: no vantage point has read the writer's region {region} since {since} (Route53, the probe and the database's view all unknown): dr cannot tell whether it serves and will not fail over by itself while it cannot see it; check dr's own network and access (`dr status` lists what could not be read)"
                 ),
                 Hold::WriterUnknown => f.write_str(
                     "the writer's region is unknown: no region answered DescribeGlobalClusters",
@@ -458,6 +472,14 @@ pub fn decide(situation: &Situation, policy: &Policy, now: Timestamp) -> Decisio
                     region,
                     "recovered before the failure window filled",
                 );
+            }
+            if let Some(since) = writer_view.and_then(|w| w.tracker.blind_since)
+                && now.since(since) >= policy.failure_window
+            {
+                return Decision::Nothing(Hold::WriterUnobserved {
+                    region: writer.clone(),
+                    since,
+                });
             }
             let failed = situation
                 .regions

@@ -238,6 +238,10 @@ pub struct RegionTracker {
     pub last_at: Option<Timestamp>,
     /// Each signal's current unhealthy streak.
     pub streaks: BTreeMap<Signal, Streak>,
+    /// The first of the latest rounds in which no vantage point gave a verdict (all Unknown);
+    /// `None` once one does.
+    #[serde(default)]
+    pub blind_since: Option<Timestamp>,
     suspect_since: Option<Timestamp>,
 }
 
@@ -250,6 +254,7 @@ impl RegionTracker {
             last: None,
             last_at: None,
             streaks: BTreeMap::new(),
+            blind_since: None,
             suspect_since: None,
         }
     }
@@ -271,6 +276,11 @@ impl RegionTracker {
         // A signal that did not say unhealthy this round (healthy, or Unknown: unobserved)
         // loses its streak.
         self.streaks = streaks;
+        if healthy || unhealthy {
+            self.blind_since = None;
+        } else {
+            self.blind_since.get_or_insert(at);
+        }
         if unhealthy {
             self.suspect_since.get_or_insert(at);
         } else if healthy {
@@ -541,5 +551,22 @@ mod tests {
             tracker.observe(round, Timestamp(i * POLL as i64 * 1000), &policy);
         }
         assert!(matches!(tracker.health, RegionHealth::Failed { .. }));
+    }
+
+    #[test]
+    fn rounds_with_no_verdict_are_counted_from_the_first_and_any_verdict_ends_them() {
+        let policy = policy();
+        let mut tracker = RegionTracker::new("r".into());
+        let t = |i: i64| Timestamp(i * POLL as i64 * 1000);
+        tracker.observe(Signals::of(H, H), t(0), &policy);
+        assert_eq!(tracker.blind_since, None);
+        for i in 1..10 {
+            tracker.observe(Signals::of(X, X), t(i), &policy);
+        }
+        assert_eq!(tracker.blind_since, Some(t(1)));
+        // What was known is kept: blindness alone never fails or heals a region.
+        assert_eq!(tracker.health, RegionHealth::Healthy);
+        tracker.observe(Signals::of(X, U), t(10), &policy);
+        assert_eq!(tracker.blind_since, None);
     }
 }
