@@ -508,19 +508,12 @@ fn a_writer_that_no_vantage_point_can_read_is_never_failed_over() {
 
 #[test]
 fn the_daemon_fails_over_on_data_planes_and_finishes_the_record_change_when_route53s_api_returns() {
-    let path = format!(
-        "{}/runbooks/drills/auto-route53-blind.toml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let scenario = drill::scenario::load(Path::new(&path)).unwrap();
-    let (report, evidence) = drill::runtime()
-        .unwrap()
-        .block_on(drill::run_with_evidence(
-            &config(),
-            &scenario,
-            &DrillOptions::default(),
-        ))
-        .unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/runbooks/drills/auto-route53-blind.toml"
+    ))
+    .unwrap();
+    let (report, evidence) = run(&shipped);
     assert!(report.passed, "{}", report.render());
     assert_eq!(report.runs.len(), 1);
     assert_eq!(report.runs[0].trigger, "automatic");
@@ -685,4 +678,49 @@ fn a_later_run_that_never_reaches_dns_does_not_cancel_a_pending_follow_up() {
         "{:?}",
         evidence.world.records
     );
+}
+
+const FOLLOW_UP_WHILE_PAUSED: &str = r#"
+name = "follow-up-while-paused"
+duration = "45m"
+daemon = true
+[[event]]
+at = "2m"
+outage = { region = "us-east-1", kind = "full" }
+[[event]]
+at = "2m"
+route53_control_plane = "down"
+[[event]]
+at = "25m"
+command = "pause"
+[[event]]
+at = "30m"
+route53_control_plane = "up"
+[[event]]
+at = "38m"
+command = "unpause"
+"#;
+
+#[test]
+fn a_pending_follow_up_is_not_made_while_automation_is_paused() {
+    // The API answers again at T+30m, but automation is paused from T+25m to T+38m: paused
+    // means no automatic change, the follow-up's record change included. It is made, once,
+    // after the unpause.
+    let (report, evidence) = run(FOLLOW_UP_WHILE_PAUSED);
+    assert_eq!(report.runs.len(), 1, "{}", report.render());
+    let changes: Vec<f64> = evidence
+        .world
+        .calls
+        .iter()
+        .filter(|c| c.operation == "ChangeResourceRecordSets")
+        .map(|c| secs(c.at))
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(changes[0] >= 2280.0, "made while paused: {changes:?}");
+    let done = evidence
+        .audit
+        .iter()
+        .filter(|e| e.action == dr::daemon::follow_up::DONE)
+        .count();
+    assert_eq!(done, 1, "{:?}", evidence.audit);
 }

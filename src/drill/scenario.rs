@@ -319,6 +319,15 @@ struct RawFault {
     latency: Option<Duration>,
 }
 
+/// A switch written "up" or "down".
+fn up_or_down(state: &str, key: &str) -> Result<bool, String> {
+    match state {
+        "up" => Ok(true),
+        "down" => Ok(false),
+        other => Err(format!("{key} is \"up\" or \"down\", not \"{other}\"")),
+    }
+}
+
 /// Operations a fault can be injected into.
 pub const FAULTABLE: &[&str] = &[
     "DescribeGlobalClusters",
@@ -450,16 +459,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             });
         }
         if let Some(state) = &e.route53_control_plane {
-            let up = match state.as_str() {
-                "up" => true,
-                "down" => false,
-                other => {
-                    return Err(invalid(
-                        offset,
-                        format!("route53_control_plane is \"up\" or \"down\", not \"{other}\""),
-                    ));
-                }
-            };
+            let up = up_or_down(state, "route53_control_plane").map_err(|m| invalid(offset, m))?;
             actions.push(Action::Route53ControlPlane { up });
         }
         if let Some(cut_off) = e.isolate {
@@ -475,16 +475,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             });
         }
         if let Some(state) = &e.route53_data_plane {
-            let up = match state.as_str() {
-                "up" => true,
-                "down" => false,
-                other => {
-                    return Err(invalid(
-                        offset,
-                        format!("route53_data_plane is \"up\" or \"down\", not \"{other}\""),
-                    ));
-                }
-            };
+            let up = up_or_down(state, "route53_data_plane").map_err(|m| invalid(offset, m))?;
             actions.push(Action::Route53DataPlane { up });
         }
         if let Some(r) = &e.replication {

@@ -1192,13 +1192,17 @@ mod tests {
     use crate::config;
     use std::path::Path;
 
-    fn world() -> World {
-        let config = config::parse(
+    fn topology() -> Topology {
+        config::parse(
             include_str!("../../../config/example.toml"),
             Path::new("x.toml"),
         )
-        .unwrap();
-        World::new(&config.topology, 1, Timestamp(0))
+        .unwrap()
+        .topology
+    }
+
+    fn world() -> World {
+        World::new(&topology(), 1, Timestamp(0))
     }
 
     #[test]
@@ -1343,12 +1347,7 @@ mod tests {
     #[test]
     fn the_name_servers_answer_from_health_checks_whether_or_not_the_control_plane_answers() {
         use crate::provider::DnsType;
-        let topology = crate::config::parse(
-            include_str!("../../../config/example.toml"),
-            std::path::Path::new("/x/dr.toml"),
-        )
-        .unwrap()
-        .topology;
+        let topology = topology();
         let mut world = World::new(&topology, 1, Timestamp(0));
         let east_record = topology.dns.health_record(&topology.regions[0]);
         assert_eq!(east_record, "us-east-1.dr-health.api.ytvideocreator.com");
@@ -1396,12 +1395,7 @@ mod tests {
 
     #[test]
     fn a_partition_from_one_region_cuts_dr_only() {
-        let topology = crate::config::parse(
-            include_str!("../../../config/example.toml"),
-            std::path::Path::new("/x/dr.toml"),
-        )
-        .unwrap()
-        .topology;
+        let topology = topology();
         let mut world = World::new(&topology, 1, Timestamp(0));
         let east: RegionName = "us-east-1".into();
         world.cut_off.insert(east.clone());
@@ -1420,12 +1414,7 @@ mod tests {
 
     #[test]
     fn a_stalled_replication_grows_the_lag_and_the_data_at_risk() {
-        let topology = crate::config::parse(
-            include_str!("../../../config/example.toml"),
-            std::path::Path::new("/x/dr.toml"),
-        )
-        .unwrap()
-        .topology;
+        let topology = topology();
         let mut world = World::new(&topology, 1, Timestamp(0));
         let west: RegionName = "us-west-2".into();
         world.set_stalled(&west, true).unwrap();
