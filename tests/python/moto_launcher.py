@@ -12,11 +12,52 @@ the Rust SDK's protocol. This launcher wraps moto's WSGI app and adds:
 - Route53's data plane: the hosted zones' authoritative name servers, real DNS over UDP and TCP
   (see "Route53's data plane" below);
 - CloudWatch GetMetricData in Smithy RPC v2 CBOR, answering AuroraGlobalDBRPOLag for secondaries;
-- a test-only admin API under /_dr/: per-operation faults (throttling, 5xx, latency, a request
-  held unanswered until released, AccessDenied), the
-  log of calls, the count of mutations applied, and a dump of the whole emulated state; and for
-  the DNS server, its own faults (drop, SERVFAIL, latency, truncation, no AA flag) and the log
-  of the queries it answered.
+- DynamoDB tables created from the seed, and conditional writes that are atomic (see "DynamoDB"
+  below);
+- a test-only admin API under /_dr/: faults per operation, service, region or client
+  (throttling, 5xx, latency, a request held unanswered until released, AccessDenied), the log
+  of calls, the count of requests per client and operation, the count of mutations applied,
+  and a dump of the whole emulated state; and for the DNS server, its own faults (drop,
+  SERVFAIL, latency, truncation, no AA flag) and the log of the queries it answered.
+
+Faults. POST /_dr/faults takes a rule, or a list of them:
+`{"kind": ..., "operation": "PutItem", "service": "dynamodb", "region": "us-east-2",
+"access_key": "daemon-east", "count": 3, "skip": 1, "after_op": "FailoverGlobalCluster"}`.
+A rule matches a call on each of `operation`, `service` (the SigV4 credential scope's: `rds`,
+`eks`, `route53`, `dynamodb`, ...), `region` and `access_key` (the access key id the call was
+signed with, `Credential=<id>/...`) that it names, so a rule naming none of them matches every
+call; it lets `skip` matching calls through first, then fires on `count` of them (default: all),
+and with `after_op` only once that mutation has been applied. The first rule that matches fires.
+Kinds:
+- `throttle`: the service's throttling error (`Throttling`; EKS `ThrottlingException` 429;
+  Route53 changes `PriorRequestNotComplete`; DynamoDB `ProvisionedThroughputExceededException`);
+- `error`: `status` (default 500) with the service's server error (DynamoDB
+  `InternalServerError`; with 503, `ServiceUnavailable`);
+- `denied`: AccessDenied (403);
+- `latency`: `seconds` (default 10) of delay, then the call is served;
+- `hold`: the call is held unanswered until POST /_dr/release or DELETE /_dr/faults (or
+  `seconds`, default 120), then answered 503 without being applied.
+`throttle` and `error` take `code` to answer another error code (e.g. DynamoDB's
+`ThrottlingException`), `throttle` takes `status`. Errors are spelled in each service's
+protocol; DynamoDB's are JSON, `{"__type": "com.amazonaws.dynamodb.v20120810#<code>",
+"message": ...}`. GET /_dr/faults lists the rules with how often each `fired`; DELETE removes
+them all (the DNS server's too) and lets held calls go.
+
+Calls. GET /_dr/calls lists every call (op, service, region, access_key, t, outcome; DynamoDB's
+with their `table`, and GetItem, Query and Scan with `consistent_read`; mutations with their
+`params`) and how many are being held now. The operation is the query protocol's Action, the
+JSON protocols' `X-Amz-Target` (`DynamoDB_20120810.PutItem` is `PutItem`), or the REST path's. GET /_dr/requests counts calls
+per access key, service and operation since the last DELETE /_dr/requests (or since READY):
+`{"since": <unix time>, "seconds": <since then>, "requests": [{"access_key", "service", "op",
+"count"}]}`, optionally only one `?service=dynamodb`. Faulted calls count: they were received.
+
+DynamoDB. moto serves it; a seed's `"dynamodb_tables": [{"name": "dr-store", "region":
+"us-east-2"}]` creates each table in its region before READY: key `pk` (S, HASH) and `sk` (S,
+RANGE), PAY_PER_REQUEST. Every client sees the same tables, whatever its access key. moto reads
+an item, checks a ConditionExpression and writes the item as separate steps without a lock, so
+two concurrent conditional writes of one key could both succeed; the launcher passes DynamoDB
+calls to moto one at a time, making each conditional write atomic as DynamoDB's are. Reads are
+always consistent, whatever the call asks: the call log's `consistent_read` tells what it asked.
 
 Usage: python moto_launcher.py [--port 0] [--dns-port 0] [--seed world.json]. Once it serves on
 127.0.0.1 it prints one line, `READY <port> dns=<dns port> <ids as JSON>` (the ids are the
@@ -67,8 +108,11 @@ STATE = {
     "dns_faults": [],  # active fault rules of the DNS server
     "dns_queries": [],  # every DNS query: name, type, transport, rcode, answers, fault
     "dns_pending": {},  # zone id -> [[time it becomes INSYNC, the zone's records before]]
+    "requests": {},  # (access key, service, op) -> requests received since requests_since
+    "requests_since": time.time(),
 }
 RELEASE = threading.Event()
+DYNAMODB_LOCK = threading.Lock()
 
 MUTATIONS = {
     "FailoverGlobalCluster",
@@ -122,6 +166,12 @@ def credential_scope(environ):
     return "us-east-1", ""
 
 
+def access_key_of(environ):
+    """The access key id the request was signed with (`Credential=<id>/...`), "" if unsigned."""
+    match = re.search(r"Credential=([^/,\s]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return match.group(1) if match else ""
+
+
 def operation_of(service, method, path, body, environ):
     if service in ("rds", "autoscaling", "sts") or (
         body and body.startswith(b"Action=")
@@ -130,6 +180,9 @@ def operation_of(service, method, path, body, environ):
         return form.get("Action", ["?"])[0], form
     if service == "monitoring" or "rpc-v2-cbor" in environ.get("HTTP_SMITHY_PROTOCOL", ""):
         return path.rsplit("/", 1)[-1], None
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        # The JSON protocols (DynamoDB): `X-Amz-Target: DynamoDB_20120810.PutItem`.
+        return environ["HTTP_X_AMZ_TARGET"].rsplit(".", 1)[-1], None
     if service == "route53":
         if re.search(r"/hostedzone/[^/]+/rrset/?$", path):
             return (
@@ -184,6 +237,20 @@ def error(start_response, service, status, code, message):
             "application/json",
             [("x-amzn-ErrorType", code), ("x-amzn-RequestId", request_id)],
         )
+    if service == "dynamodb":
+        # awsJson1_0: the code, qualified by its namespace, in `__type`.
+        namespace = (
+            "com.amazon.coral.service"
+            if code == "AccessDeniedException"
+            else "com.amazonaws.dynamodb.v20120810"
+        )
+        return respond(
+            start_response,
+            status,
+            json.dumps({"__type": f"{namespace}#{code}", "message": message}),
+            "application/x-amz-json-1.0",
+            [("x-amzn-RequestId", request_id)],
+        )
     if service == "monitoring":
         return respond(
             start_response,
@@ -205,6 +272,8 @@ def error(start_response, service, status, code, message):
 def throttle_code(service, op):
     if service == "eks":
         return 429, "ThrottlingException"
+    if service == "dynamodb":
+        return 400, "ProvisionedThroughputExceededException"
     if service == "route53" and op == "ChangeResourceRecordSets":
         return 400, "PriorRequestNotComplete"
     return 400, "Throttling"
@@ -212,6 +281,19 @@ def throttle_code(service, op):
 
 # ---------------------------------------------------------------------------------------------
 # Faults
+
+
+def dynamodb_fields(op, body):
+    """What the call log keeps of a DynamoDB call: its `table`, and for a read, whether it asked
+    for a `consistent_read` (moto's reads are all consistent, so only the log tells)."""
+    try:
+        request = json.loads(body or b"{}")
+        fields = {"table": str(request.get("TableName", ""))}
+    except (ValueError, AttributeError):
+        return {"table": ""}
+    if op in ("GetItem", "Query", "Scan"):
+        fields["consistent_read"] = request.get("ConsistentRead") is True
+    return fields
 
 
 def mutation_params(op, form, path, body):
@@ -264,13 +346,19 @@ def mutation_params(op, form, path, body):
     return {}
 
 
-def matching_fault(op, region):
-    """The fault to apply to this call, if any; counts it down."""
+def matching_fault(op, service, region, access_key):
+    """The fault to apply to this call, if any; counts it down. A rule matches on each of
+    `operation`, `service`, `region` and `access_key` it names; one that names none of them
+    matches every call."""
     with LOCK:
         for rule in STATE["faults"]:
-            if rule["operation"] != op:
+            if rule.get("operation") and rule["operation"] != op:
+                continue
+            if rule.get("service") and rule["service"] != service:
                 continue
             if rule.get("region") and rule["region"] != region:
+                continue
+            if rule.get("access_key") and rule["access_key"] != access_key:
                 continue
             after = rule.get("after_op")
             if after and STATE["applied"].get(after, 0) == 0:
@@ -987,6 +1075,21 @@ def admin(environ, start_response, method, path, body):
     if path == "/_dr/applied":
         with LOCK:
             return ok(STATE["applied"])
+    if path == "/_dr/requests" and method == "DELETE":
+        with LOCK:
+            STATE["requests"].clear()
+            STATE["requests_since"] = time.time()
+            return ok({"since": STATE["requests_since"]})
+    if path == "/_dr/requests":
+        service = parse_qs(environ.get("QUERY_STRING", "")).get("service", [""])[0]
+        with LOCK:
+            counts = [
+                {"access_key": key, "service": svc, "op": op, "count": n}
+                for (key, svc, op), n in sorted(STATE["requests"].items())
+                if not service or svc == service
+            ]
+            since = STATE["requests_since"]
+        return ok({"since": since, "seconds": time.time() - since, "requests": counts})
     if path == "/_dr/state":
         with LOCK:
             return ok(dump())
@@ -1045,28 +1148,50 @@ class Launcher:
             return admin(environ, start_response, method, path, body)
 
         region, service = credential_scope(environ)
+        access_key = access_key_of(environ)
         op, form = operation_of(service, method, path, body, environ)
-        entry = {"op": op, "service": service, "region": region, "t": time.time(), "outcome": "ok"}
+        entry = {
+            "op": op,
+            "service": service,
+            "region": region,
+            "access_key": access_key,
+            "t": time.time(),
+            "outcome": "ok",
+        }
         if op in MUTATIONS:
             entry["params"] = mutation_params(op, form, path, body)
+        if service == "dynamodb":
+            entry.update(dynamodb_fields(op, body))
         with LOCK:
             STATE["calls"].append(entry)
+            counted = (access_key, service, op)
+            STATE["requests"][counted] = STATE["requests"].get(counted, 0) + 1
 
-        fault = matching_fault(op, region)
+        fault = matching_fault(op, service, region, access_key)
         if fault:
             kind = fault["kind"]
             entry["outcome"] = kind
             if kind == "throttle":
                 status, code = throttle_code(service, op)
-                return error(start_response, service, status, code, "Rate exceeded")
+                return error(
+                    start_response, service, int(fault.get("status", status)),
+                    fault.get("code", code), "Rate exceeded",
+                )
             if kind == "error":
                 status = int(fault.get("status", 500))
                 code = "ServiceUnavailable" if status == 503 else "InternalFailure"
                 if service == "eks":
                     code = "ServerException"
-                return error(start_response, service, status, code, "injected server error")
+                if service == "dynamodb" and status != 503:
+                    code = "InternalServerError"
+                return error(
+                    start_response, service, status, fault.get("code", code),
+                    "injected server error",
+                )
             if kind == "denied":
-                code = "AccessDeniedException" if service == "eks" else "AccessDenied"
+                code = (
+                    "AccessDeniedException" if service in ("eks", "dynamodb") else "AccessDenied"
+                )
                 return error(
                     start_response, service, 403, code,
                     f"User: arn:aws:sts::{ACCOUNT}:assumed-role/dr/test is not authorized to perform: {service}:{op}",
@@ -1120,6 +1245,11 @@ class Launcher:
                     STATE["dns_pending"].setdefault(zone_id, []).append(
                         [time.monotonic() + TIMINGS["dns_change"], before]
                     )
+        elif service == "dynamodb":
+            # moto checks a condition and writes the item as two steps, unlocked: one call at a
+            # time, so that each conditional write is atomic as DynamoDB's are.
+            with DYNAMODB_LOCK:
+                payload, status_code = call_moto()
         else:
             payload, status_code = call_moto()
 
@@ -1180,7 +1310,9 @@ def seed(endpoint, world):
     returns the ids AWS generates: the hosted zone's and each region's health check's.
 
     Each region gets its serving record (unless `"serving": false`) and its health record
-    (`health_record_changes`; unless the world says `"health_records": false`)."""
+    (`health_record_changes`; unless the world says `"health_records": false`). Each of
+    `"dynamodb_tables": [{"name": ..., "region": ...}]` is created empty in its region, keyed by
+    `pk` (String, HASH) and `sk` (String, RANGE), billed PAY_PER_REQUEST."""
     import boto3
 
     def client(service, region):
@@ -1278,6 +1410,19 @@ def seed(endpoint, world):
         if world.get("health_records", True):
             changes.extend(health_record_changes(world, region, check))
     r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    for table in world.get("dynamodb_tables", []):
+        client("dynamodb", table["region"]).create_table(
+            TableName=table["name"],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
     return ids
 
 
@@ -1306,6 +1451,8 @@ def main():
             STATE["applied"].clear()
             STATE["changes"].clear()
             STATE["dns_pending"].clear()
+            STATE["requests"].clear()
+            STATE["requests_since"] = time.time()
     print(f"READY {server.server_port} dns={dns.port} {json.dumps(ids)}", flush=True)
     # Until the test that started it closes our stdin (or dies).
     sys.stdin.read()
