@@ -58,6 +58,10 @@ an item, checks a ConditionExpression and writes the item as separate steps with
 two concurrent conditional writes of one key could both succeed; the launcher passes DynamoDB
 calls to moto one at a time, making each conditional write atomic as DynamoDB's are. Reads are
 always consistent, whatever the call asks: the call log's `consistent_read` tells what it asked.
+moto lets an ExpressionAttributeValues entry that no expression uses through (PutItem, Query)
+and answers a 500 page for a value an expression uses but the call leaves undefined; the
+launcher answers both, like an empty ExpressionAttributeValues or ExpressionAttributeNames, with
+DynamoDB's ValidationException (`dynamodb_expression_problem`).
 
 Usage: python moto_launcher.py [--port 0] [--dns-port 0] [--seed world.json]. Once it serves on
 127.0.0.1 it prints one line, `READY <port> dns=<dns port> <ids as JSON>` (the ids are the
@@ -294,6 +298,54 @@ def dynamodb_fields(op, body):
     if op in ("GetItem", "Query", "Scan"):
         fields["consistent_read"] = request.get("ConsistentRead") is True
     return fields
+
+
+DYNAMODB_EXPRESSIONS = (
+    "ConditionExpression",
+    "UpdateExpression",
+    "KeyConditionExpression",
+    "FilterExpression",
+    "ProjectionExpression",
+)
+
+
+def dynamodb_expression_problem(body):
+    """Why DynamoDB would reject a call's expression attributes, or None. moto lets a value no
+    expression uses through (PutItem, Query) and answers a 500 page for a value an expression
+    uses but the call does not define; DynamoDB answers both with a ValidationException, as it
+    does an empty ExpressionAttributeValues or ExpressionAttributeNames."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    expressions = {e: request[e] for e in DYNAMODB_EXPRESSIONS if request.get(e)}
+    for field, sigil, undefined in (
+        (
+            "ExpressionAttributeValues", ":",
+            "An expression attribute value used in expression is not defined; attribute value",
+        ),
+        (
+            "ExpressionAttributeNames", "#",
+            "An expression attribute name used in the document path is not defined; "
+            "attribute name",
+        ),
+    ):
+        given = request.get(field)
+        if given is not None and not given:
+            return f"{field} must not be empty"
+        given = set(given or {})
+        used = set()
+        for expression, text in expressions.items():
+            for token in re.findall(re.escape(sigil) + r"[A-Za-z0-9_]+", str(text)):
+                if token not in given:
+                    return f"Invalid {expression}: {undefined}: {token}"
+                used.add(token)
+        if given - used:
+            unused = ", ".join(sorted(given - used))
+            return f"Value provided in {field} unused in expressions: keys: {{{unused}}}"
+    return None
 
 
 def mutation_params(op, form, path, body):
@@ -1208,6 +1260,11 @@ class Launcher:
                 entry["outcome"] = "held, then dropped"
                 return error(start_response, service, 503, "ServiceUnavailable", "held by the test, never applied")
 
+        if service == "dynamodb":
+            problem = dynamodb_expression_problem(body)
+            if problem:
+                entry["outcome"] = "HTTP 400"
+                return error(start_response, service, 400, "ValidationException", problem)
         if op in ("FailoverGlobalCluster", "SwitchoverGlobalCluster"):
             return promote(start_response, op, form)
         if op == "UpdateNodegroupConfig":
