@@ -2,9 +2,12 @@
 //! lacks) on a free loopback port with the seed's deployment created in it, writes a config
 //! with `backend = "aws"` pointing at it, serves each region's `/health` on loopback, and talks
 //! to the launcher's admin API. The launcher also serves Route53's data plane, real DNS over UDP
-//! and TCP, on its own loopback port (`Moto::dns_addr`).
+//! and TCP, on its own loopback port (`Moto::dns_addr`), and DynamoDB: `seed_world_with_table`
+//! creates dr's store table, `Moto::dynamodb_client` talks to it as one client (one access key),
+//! `Moto::client_fault` fails one client's calls, `Moto::dynamodb_requests` counts them.
 
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -77,6 +80,30 @@ pub fn seed_world() -> Value {
             }
         ]
     })
+}
+
+/// The DynamoDB table of dr's shared store in `seed_world_with_table`, and its region.
+pub const STORE_TABLE: &str = "dr-store";
+/// The region of `STORE_TABLE`.
+pub const STORE_REGION: &str = "us-east-2";
+
+/// `seed_world()` plus dr's store table: `STORE_TABLE` in `STORE_REGION`, empty, keyed by `pk`
+/// (String, HASH) and `sk` (String, RANGE), PAY_PER_REQUEST. Not in `seed_world()` itself:
+/// loading moto's DynamoDB adds about a second to the launcher's start.
+pub fn seed_world_with_table() -> Value {
+    let mut world = seed_world();
+    world["dynamodb_tables"] = json!([{"name": STORE_TABLE, "region": STORE_REGION}]);
+    world
+}
+
+/// Requests the emulator received since its start or the last `Moto::reset_requests`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestCounts {
+    /// How long since then.
+    pub elapsed: Duration,
+    /// Requests per (access key id, service, operation), e.g. `("daemon-east", "dynamodb",
+    /// "GetItem")`. Faulted requests count too: they were received.
+    pub counts: BTreeMap<(String, String, String), u64>,
 }
 
 impl Moto {
@@ -197,6 +224,66 @@ impl Moto {
     /// Adds a fault rule (see the launcher's docstring).
     pub fn fault(&self, rule: Value) {
         self.admin("POST", "/_dr/faults", Some(rule));
+    }
+
+    /// Adds a fault rule that fires only on calls signed with `access_key` (its `access_key` is
+    /// set to it), e.g. `client_fault("daemon-east", json!({"service": "dynamodb", "kind":
+    /// "error"}))`: every DynamoDB call of that client answers 500, the others' are served.
+    pub fn client_fault(&self, access_key: &str, mut rule: Value) {
+        rule["access_key"] = json!(access_key);
+        self.fault(rule);
+    }
+
+    /// Requests received since the start or the last `reset_requests`, per access key, service
+    /// and operation.
+    pub fn requests(&self) -> RequestCounts {
+        let answer = self.admin("GET", "/_dr/requests", None);
+        RequestCounts {
+            elapsed: Duration::from_secs_f64(answer["seconds"].as_f64().unwrap().max(0.0)),
+            counts: answer["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let s = |k: &str| r[k].as_str().unwrap().to_string();
+                    (
+                        (s("access_key"), s("service"), s("op")),
+                        r["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// DynamoDB requests received since the start or the last `reset_requests`, per (access
+    /// key, operation).
+    pub fn dynamodb_requests(&self) -> BTreeMap<(String, String), u64> {
+        self.requests()
+            .counts
+            .into_iter()
+            .filter(|((_, service, _), _)| service == "dynamodb")
+            .map(|((key, _, op), n)| ((key, op), n))
+            .collect()
+    }
+
+    /// Starts counting requests afresh.
+    pub fn reset_requests(&self) {
+        self.admin("DELETE", "/_dr/requests", None);
+    }
+
+    /// A DynamoDB client of the emulator in `region`, signing with `access_key` (the secret is
+    /// `testing`). It never retries, so each call is one request: faults reach the caller and
+    /// the counts are exact.
+    pub fn dynamodb_client(&self, access_key: &str, region: &str) -> aws_sdk_dynamodb::Client {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new(access_key, "testing", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
     }
 
     /// Removes every fault rule, the DNS server's too, and lets held requests go (unapplied).
