@@ -1,6 +1,8 @@
-//! Shipping: the Dockerfile and the Kubernetes manifests, parsed with real parsers (the official
-//! Dockerfile parser and PyYAML, from the pinned .venv) and checked property by property; and the
-//! release binary run as the image's non-root user with only the paths the image provides.
+//! Shipping: the Dockerfile, the Kubernetes manifests (the single daemon's, and the two daemons'
+//! of high availability) and the CloudFormation templates of the shared store, parsed with real
+//! parsers (the official Dockerfile parser, PyYAML and cfn-lint's decoder, from the pinned .venv),
+//! linted by cfn-lint and checked property by property; and the release binary run as the image's
+//! non-root user with only the paths the image provides.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -422,4 +424,500 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         out.push(path);
     }
     out
+}
+
+// High availability: a daemon in each region's cluster, sharing one checkpoint store on DynamoDB
+// (deploy/dynamodb/, deploy/kubernetes/ha/).
+
+/// The regions with a daemon, each with its cluster's manifests in deploy/kubernetes/ha/<region>.
+const HA_REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+
+/// Every IAM action dr calls on its table, and no other.
+const STORE_ACTIONS: [&str; 5] = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:Query",
+    "dynamodb:DescribeTable",
+];
+
+fn cfn_lint() -> PathBuf {
+    let lint = python().with_file_name("cfn-lint");
+    assert!(
+        lint.exists(),
+        "{} is missing: run scripts/test.sh, which installs cfn-lint from tests/python/requirements.txt",
+        lint.display()
+    );
+    lint
+}
+
+#[test]
+fn the_store_templates_pass_cfn_lint() {
+    // Each template linted against the regions it is deployed in.
+    for (template, regions) in [
+        ("global-table-mrsc.yaml", &["us-east-1", "us-west-2"][..]),
+        ("single-region-table.yaml", &["us-east-2"][..]),
+    ] {
+        let out = Command::new(cfn_lint())
+            .arg("--regions")
+            .args(regions)
+            .arg("--")
+            .arg(root().join("deploy/dynamodb").join(template))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cfn-lint refuses {template} (exit {:?}):\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The one resource of `kind` in a template, with its logical id.
+fn the_resource<'a>(template: &'a Value, kind: &str) -> (&'a str, &'a Value) {
+    let found: Vec<(&str, &Value)> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(id, r)| (id.as_str(), r))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+/// Checks what both templates share: the table's schema and billing, and the policy with its
+/// output. Returns the table name's default and the policy's resources.
+fn check_store_template(template: &Value, kind: &str) -> (String, Vec<Value>) {
+    assert_eq!(template["Resources"].as_object().unwrap().len(), 2);
+    let (table_id, table) = the_resource(template, kind);
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(table["UpdateReplacePolicy"], "Retain");
+    let props = &table["Properties"];
+    assert_eq!(props["TableName"], serde_json::json!({"Ref": "TableName"}));
+    assert_eq!(
+        props["KeySchema"],
+        serde_json::json!([
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ])
+    );
+    // Only the key's attributes: no index could be keyed on anything else.
+    assert_eq!(
+        props["AttributeDefinitions"],
+        serde_json::json!([
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ])
+    );
+    assert_eq!(props["BillingMode"], "PAY_PER_REQUEST");
+    for absent in [
+        "GlobalSecondaryIndexes",
+        "LocalSecondaryIndexes",
+        "TimeToLiveSpecification",
+        "StreamSpecification",
+    ] {
+        assert!(props.get(absent).is_none(), "{kind} has {absent}");
+    }
+
+    let (policy_id, policy) = the_resource(template, "AWS::IAM::ManagedPolicy");
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Effect"], "Allow");
+    let mut actions: Vec<&str> = statements[0]["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    actions.sort_unstable();
+    let mut expected = STORE_ACTIONS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        actions, expected,
+        "exactly the actions dr calls on its table"
+    );
+    assert_eq!(
+        template["Outputs"]["StorePolicyArn"]["Value"],
+        serde_json::json!({"Ref": policy_id}),
+        "the policy's ARN is an output, to attach to each cluster's role"
+    );
+    assert_eq!(
+        template["Outputs"]["TableName"]["Value"],
+        serde_json::json!({"Ref": table_id})
+    );
+    let table_name = template["Parameters"]["TableName"]["Default"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (
+        table_name,
+        statements[0]["Resource"].as_array().unwrap().clone(),
+    )
+}
+
+/// The config of `region`'s cluster, as TOML.
+fn ha_config(region: &str) -> toml::Table {
+    let docs = inspect(
+        "manifests",
+        &root().join("deploy/kubernetes/ha").join(region),
+    );
+    let text = docs["configmap.yaml"][0]["data"]["dr.toml"]
+        .as_str()
+        .unwrap();
+    text.parse().unwrap()
+}
+
+#[test]
+fn the_mrsc_global_table_is_strongly_consistent_with_a_witness_in_a_third_region() {
+    let template = inspect(
+        "cloudformation",
+        &root().join("deploy/dynamodb/global-table-mrsc.yaml"),
+    );
+    let (table_name, resources) = check_store_template(&template, "AWS::DynamoDB::GlobalTable");
+    let (_, table) = the_resource(&template, "AWS::DynamoDB::GlobalTable");
+    let props = &table["Properties"];
+    assert_eq!(props["MultiRegionConsistency"], "STRONG");
+
+    let mut replicas: Vec<&str> = props["Replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Region"].as_str().unwrap())
+        .collect();
+    replicas.sort_unstable();
+    assert_eq!(replicas, HA_REGIONS, "a replica where each daemon runs");
+    for replica in props["Replicas"].as_array().unwrap() {
+        assert_eq!(replica["DeletionProtectionEnabled"], true);
+        assert_eq!(
+            replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+            true
+        );
+        assert!(replica.get("ReplicaStreamSpecification").is_none());
+    }
+    let witnesses = props["GlobalTableWitnesses"].as_array().unwrap();
+    assert_eq!(witnesses.len(), 1);
+    let witness = witnesses[0]["Region"].as_str().unwrap();
+    assert!(
+        !replicas.contains(&witness),
+        "the witness is a third region"
+    );
+    assert_eq!(
+        witness, "us-east-2",
+        "in the US region set with the replicas"
+    );
+
+    // The stack goes to a replica region: CloudFormation creates a global table from one.
+    assert_eq!(
+        template["Rules"]["StackInAReplicaRegion"]["Assertions"][0]["Assert"],
+        serde_json::json!({"Fn::Contains": [HA_REGIONS, {"Ref": "AWS::Region"}]})
+    );
+
+    // The policy covers the table in each replica region, as each daemon calls its own.
+    let expected: Vec<Value> = replicas
+        .iter()
+        .map(|region| {
+            serde_json::json!({"Fn::Sub": format!(
+                "arn:${{AWS::Partition}}:dynamodb:{region}:${{AWS::AccountId}}:table/${{TableName}}"
+            )})
+        })
+        .collect();
+    assert_eq!(resources, expected);
+
+    // The shipped config names this table and leaves table_region unset: each daemon calls the
+    // replica in its own region.
+    for region in HA_REGIONS {
+        let config = ha_config(region);
+        assert_eq!(config["store"]["table"].as_str(), Some(table_name.as_str()));
+        assert!(config["store"].get("table_region").is_none());
+    }
+}
+
+#[test]
+fn the_single_region_table_lives_outside_both_application_regions() {
+    let template = inspect(
+        "cloudformation",
+        &root().join("deploy/dynamodb/single-region-table.yaml"),
+    );
+    let (table_name, resources) = check_store_template(&template, "AWS::DynamoDB::Table");
+    let (table_id, table) = the_resource(&template, "AWS::DynamoDB::Table");
+    let props = &table["Properties"];
+    assert_eq!(props["DeletionProtectionEnabled"], true);
+    assert_eq!(
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(
+        resources,
+        vec![serde_json::json!({"Fn::GetAtt": [table_id, "Arn"]})]
+    );
+    // CloudFormation refuses to create it where a daemon runs.
+    assert_eq!(
+        template["Rules"]["StackOutsideTheApplicationRegions"]["Assertions"][0]["Assert"],
+        serde_json::json!({"Fn::Not": [{"Fn::Contains": [HA_REGIONS, {"Ref": "AWS::Region"}]}]})
+    );
+    for region in HA_REGIONS {
+        assert_eq!(
+            ha_config(region)["store"]["table"].as_str(),
+            Some(table_name.as_str())
+        );
+    }
+}
+
+/// Sets the value at `path` (object keys, array positions, and `env:NAME` for the env entry
+/// named NAME) to a placeholder, and returns what it was. Panics if there is nothing there.
+fn take_region_field(doc: &mut Value, path: &[&str]) -> Value {
+    let mut at = doc;
+    for key in path {
+        at = if let Some(name) = key.strip_prefix("env:") {
+            at.as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("no env {name}"))
+                .get_mut("value")
+                .unwrap()
+        } else if let Ok(index) = key.parse::<usize>() {
+            at.get_mut(index).unwrap()
+        } else {
+            at.get_mut(*key)
+                .unwrap_or_else(|| panic!("no {key} in {path:?}"))
+        };
+    }
+    std::mem::replace(at, Value::String("<region-specific>".into()))
+}
+
+/// The fields in which the two clusters' manifests differ: (file, path in its document).
+const REGION_FIELDS: [(&str, &[&str]); 4] = [
+    (
+        "serviceaccount.yaml",
+        &["metadata", "annotations", "eks.amazonaws.com/role-arn"],
+    ),
+    (
+        "statefulset.yaml",
+        &[
+            "spec",
+            "template",
+            "spec",
+            "nodeSelector",
+            "topology.kubernetes.io/region",
+        ],
+    ),
+    (
+        "statefulset.yaml",
+        &[
+            "spec",
+            "template",
+            "spec",
+            "containers",
+            "0",
+            "env",
+            "env:DR_DAEMON_REGION",
+        ],
+    ),
+    (
+        "statefulset.yaml",
+        &[
+            "spec",
+            "template",
+            "spec",
+            "containers",
+            "0",
+            "env",
+            "env:DR_DAEMON_ID",
+        ],
+    ),
+];
+
+fn the_doc<'a>(docs: &'a Value, file: &str, kind: &str) -> &'a Value {
+    let in_file = docs[file].as_array().unwrap();
+    assert_eq!(in_file.len(), 1, "{file}");
+    assert_eq!(in_file[0]["kind"], kind, "{file}");
+    &in_file[0]
+}
+
+#[test]
+fn the_ha_manifests_run_one_daemon_per_region_the_same_but_for_the_region() {
+    let single = inspect("manifests", &root().join("deploy/kubernetes"));
+    let single_set = &single["statefulset.yaml"][0];
+    let single_container = &single_set["spec"]["template"]["spec"]["containers"][0];
+    let single_config: toml::Table = single["configmap.yaml"][0]["data"]["dr.toml"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut stripped = Vec::new();
+    for region in HA_REGIONS {
+        let mut docs = inspect(
+            "manifests",
+            &root().join("deploy/kubernetes/ha").join(region),
+        );
+        let files: Vec<&String> = docs.as_object().unwrap().keys().collect();
+        assert_eq!(
+            files,
+            [
+                "configmap.yaml",
+                "namespace.yaml",
+                "poddisruptionbudget.yaml",
+                "service.yaml",
+                "serviceaccount.yaml",
+                "statefulset.yaml"
+            ],
+            "a complete set for {region}'s cluster"
+        );
+        for (file, docs) in docs.as_object().unwrap() {
+            for doc in docs.as_array().unwrap() {
+                if doc["kind"] != "Namespace" {
+                    assert_eq!(doc["metadata"]["namespace"], "dr", "{region} {file}");
+                }
+            }
+        }
+        the_doc(&docs, "namespace.yaml", "Namespace");
+
+        // Its own IRSA role: a role trusts one cluster's OIDC provider.
+        let account = the_doc(&docs, "serviceaccount.yaml", "ServiceAccount");
+        let role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .unwrap();
+        assert!(
+            role.starts_with("arn:aws:iam::")
+                && role.ends_with(&format!(":role/dr-orchestrator-{region}")),
+            "{role}"
+        );
+
+        let set = the_doc(&docs, "statefulset.yaml", "StatefulSet");
+        assert_eq!(set["spec"]["replicas"], 1, "one daemon per cluster");
+        assert!(
+            set["spec"].get("volumeClaimTemplates").is_none(),
+            "the store is the table, not a volume"
+        );
+        let pod = &set["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+        assert_eq!(pod["nodeSelector"]["topology.kubernetes.io/region"], region);
+        for volume in pod["volumes"].as_array().unwrap() {
+            assert!(
+                volume["configMap"].is_object()
+                    || volume["secret"].is_object()
+                    || volume["emptyDir"].is_object(),
+                "{region}: nothing in the pod outlives it: {volume}"
+            );
+        }
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1);
+        let container = &containers[0];
+        let env = |name: &str| {
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("{region}: no {name}"))["value"]
+                .clone()
+        };
+        assert_eq!(env("DR_DAEMON_REGION"), region);
+        assert_eq!(env("DR_DAEMON_ID"), format!("dr-{region}"));
+        // Everything else as the single daemon runs: image, arguments, the other variables
+        // (secrets as files), probes, resources, security contexts, grace period.
+        let others = |c: &Value| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| !e["name"].as_str().unwrap().starts_with("DR_DAEMON_"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(others(container), others(single_container));
+        for key in [
+            "image",
+            "args",
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "resources",
+            "securityContext",
+        ] {
+            assert_eq!(container[key], single_container[key], "{region}: {key}");
+        }
+        for key in ["securityContext", "terminationGracePeriodSeconds"] {
+            assert_eq!(
+                pod[key], single_set["spec"]["template"]["spec"][key],
+                "{region}: {key}"
+            );
+        }
+
+        let labels = &set["spec"]["template"]["metadata"]["labels"];
+        let service = the_doc(&docs, "service.yaml", "Service");
+        for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&labels[key], value, "the Service selects the pod");
+        }
+        assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+        let budget = the_doc(&docs, "poddisruptionbudget.yaml", "PodDisruptionBudget");
+        for (key, value) in budget["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(&labels[key], value, "the budget covers the pod");
+        }
+        assert_eq!(budget["spec"]["maxUnavailable"], 0);
+
+        // The config: the single daemon's, with the shared store and the lease in place of the
+        // redb file and the simulator's state file.
+        let config_map = the_doc(&docs, "configmap.yaml", "ConfigMap");
+        let mut config: toml::Table = config_map["data"]["dr.toml"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(config["store"]["backend"].as_str(), Some("dynamodb"));
+        assert!(config["store"]["table"].is_str());
+        assert!(config["daemon"]["lease"].is_str());
+        assert!(config.get("store_path").is_none(), "no file store");
+        config.remove("store");
+        config.remove("daemon");
+        let mut single_config = single_config.clone();
+        single_config.remove("store_path");
+        single_config.remove("sim");
+        assert_eq!(
+            config, single_config,
+            "{region}: the single daemon's config"
+        );
+
+        for (file, path) in REGION_FIELDS {
+            let value = take_region_field(&mut docs[file][0], path);
+            assert!(
+                value.as_str().unwrap().contains(region),
+                "{region} {file} {path:?}: {value}"
+            );
+        }
+        stripped.push(docs);
+    }
+    assert_eq!(
+        stripped[0], stripped[1],
+        "the clusters' manifests differ only in {REGION_FIELDS:?}"
+    );
+}
+
+/// Waits on the config parser: passes once it reads `[store]` and `[daemon]`.
+#[test]
+fn the_ha_configmaps_config_validates() {
+    for region in HA_REGIONS {
+        let docs = inspect(
+            "manifests",
+            &root().join("deploy/kubernetes/ha").join(region),
+        );
+        let text = docs["configmap.yaml"][0]["data"]["dr.toml"]
+            .as_str()
+            .unwrap();
+        let config = dr::config::parse(text, Path::new("/etc/dr/dr.toml"))
+            .unwrap_or_else(|e| panic!("{region}: the ConfigMap's config does not validate: {e}"));
+        assert_eq!(config.backend, dr::config::Backend::Aws);
+        assert_eq!(config.api_listen.port(), 8080);
+        assert!(config.api_listen.ip().is_unspecified());
+    }
 }

@@ -1,6 +1,10 @@
-"""Parses the Dockerfile and the Kubernetes manifests and prints them as JSON for tests/deploy.rs.
+"""Parses the Dockerfile, the Kubernetes manifests and the CloudFormation templates and prints them
+as JSON for tests/deploy.rs.
 
-Usage: inspect_deploy.py dockerfile PATH | manifests DIR
+Usage: inspect_deploy.py dockerfile PATH | manifests DIR | cloudformation PATH
+
+CloudFormation templates are read by cfn-lint's own decoder, which understands the short forms of
+the intrinsic functions (!Ref, !Sub, !GetAtt...) and prints them in their long forms.
 """
 import json
 import pathlib
@@ -24,6 +28,13 @@ def main() -> None:
         for file in sorted(path.glob("*.yaml")):
             documents[file.name] = [d for d in yaml.safe_load_all(file.read_text()) if d is not None]
         print(json.dumps(documents))
+    elif kind == "cloudformation":
+        from cfnlint.decode import decode  # slow to import: only when asked for
+
+        template, problems = decode(str(path))
+        if problems:
+            raise SystemExit("\n".join(str(p) for p in problems))
+        print(json.dumps(template))
     else:
         raise SystemExit(f"unknown kind {kind}")
 
