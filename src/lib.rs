@@ -12,6 +12,7 @@ pub mod core;
 pub mod daemon;
 pub mod drill;
 pub mod engine;
+pub mod leader;
 pub mod notify;
 pub mod observe;
 pub mod provider;

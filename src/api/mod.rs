@@ -167,10 +167,13 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }
             StoreError::NoSuchRun(_) => ApiError::new(StatusCode::NOT_FOUND, err.to_string()),
-            StoreError::Refused(_) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+            StoreError::Refused(_) | StoreError::Fenced { .. } | StoreError::NotLeader { .. } => {
+                ApiError::new(StatusCode::CONFLICT, err.to_string())
+            }
             StoreError::ReadOnly(_)
             | StoreError::Damaged { .. }
             | StoreError::Io { .. }
+            | StoreError::Unavailable { .. }
             | StoreError::UnsupportedVersion { .. } => {
                 tracing::error!(error = %err, "store error in the API");
                 ApiError::new(

@@ -142,6 +142,7 @@ impl Ctx {
             clock: backend.clock.clone(),
             progress: Arc::new(Printer::new(backend.clock.clone(), self.json)),
             settings: EngineSettings::from_config(&self.config),
+            fence: Default::default(),
         }
     }
 

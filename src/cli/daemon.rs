@@ -47,6 +47,7 @@ pub async fn daemon(ctx: Ctx, args: DaemonArgs) -> CliResult {
         clock: backend.clock,
         progress: Arc::new(crate::notify::Fanout(vec![Arc::new(notifier)])),
         settings: EngineSettings::from_config(&config),
+        fence: Default::default(),
     };
     let settings = crate::daemon::DaemonSettings::from_config(&config, pre_warm);
     let shutdown = CancellationToken::new();

@@ -46,7 +46,8 @@ pub mod exit {
     pub const NEEDS_OPERATOR: u8 = 4;
     /// The run ended without reaching its goal: failed verification, or aborted.
     pub const RUN_FAILED: u8 = 5;
-    /// The store or the simulator's state file is damaged or unreadable.
+    /// The store or the simulator's state file is damaged or unreadable, or a shared store
+    /// cannot be reached.
     pub const STORE_DAMAGED: u8 = 6;
     /// A drill ran but its expectations were not met.
     pub const DRILL_FAILED: u8 = 7;
@@ -354,12 +355,15 @@ impl From<StoreError> for CliError {
         let code = match &err {
             StoreError::Damaged { .. }
             | StoreError::Io { .. }
+            | StoreError::Unavailable { .. }
             | StoreError::UnsupportedVersion { .. } => exit::STORE_DAMAGED,
             StoreError::NoSuchRun(_) => exit::BAD_INPUT,
             StoreError::ReadOnly(_) => exit::INTERNAL,
             StoreError::RunActive { .. }
             | StoreError::DuplicateRun(_)
             | StoreError::Refused(_)
+            | StoreError::Fenced { .. }
+            | StoreError::NotLeader { .. }
             | StoreError::AutomationPaused(_) => exit::REFUSED,
         };
         CliError::new(code, err.to_string())

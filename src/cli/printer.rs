@@ -58,7 +58,8 @@ impl Progress for Printer {
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
             event @ (RunEvent::StepGated { .. }
             | RunEvent::Promoting { .. }
-            | RunEvent::Requested { .. }) => event.shared_text().unwrap_or_default(),
+            | RunEvent::Requested { .. }
+            | RunEvent::TakenOver { .. }) => event.shared_text().unwrap_or_default(),
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step}: done: {}", outcome.summary)
             }

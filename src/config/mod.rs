@@ -53,6 +53,33 @@ pub enum Backend {
     Aws,
 }
 
+/// Where runs, their logs, the audit log and the leader lease are kept.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The redb file at `store_path`: one daemon (a laptop, drills, tests).
+    Redb,
+    /// A DynamoDB table shared by the daemons of several regions; one of them leads.
+    Dynamodb {
+        /// The table's name.
+        table: String,
+        /// The region whose endpoint is called; `None`: the daemon's own region.
+        table_region: Option<String>,
+    },
+}
+
+/// The daemon's identity among those sharing a store, and its lease.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DaemonIdentity {
+    /// Its name, unique among the daemons sharing the store; `DR_DAEMON_ID` overrides it.
+    /// `None`: the host's name and the region.
+    pub id: Option<String>,
+    /// The region it runs in and observes from; `DR_DAEMON_REGION` overrides it.
+    pub region: Option<RegionName>,
+    /// How long its leader lease lasts without a renewal.
+    pub lease: Duration,
+}
+
 /// Detection settings, used by the daemon.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Detection {
@@ -160,8 +187,12 @@ pub struct Config {
     pub path: PathBuf,
     /// Which providers to use.
     pub backend: Backend,
-    /// The checkpoint store file.
+    /// The checkpoint store file (the redb store).
     pub store_path: PathBuf,
+    /// Which store.
+    pub store: StoreBackend,
+    /// The daemon's identity and lease.
+    pub daemon: DaemonIdentity,
     /// Detection settings.
     pub detection: Detection,
     /// Plan settings: RPO budget, step timeouts, verification.
@@ -197,7 +228,27 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
     region: Vec<Spanned<RawRegion>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    backend: Option<Spanned<String>>,
+    table: Option<Spanned<String>>,
+    table_region: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    id: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    lease: Option<Spanned<DurationText>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -628,6 +679,8 @@ impl Checker<'_> {
             })?,
         };
         let aws = self.aws(&raw.aws)?;
+        let store = self.store(&raw.store)?;
+        let daemon = self.daemon(&raw.daemon)?;
         let step_poll_interval = self.duration(
             &raw.failover.poll_interval,
             "failover.poll_interval",
@@ -640,6 +693,8 @@ impl Checker<'_> {
             path: self.path.to_path_buf(),
             backend: raw.backend.map(|b| *b.get_ref()).unwrap_or(Backend::Sim),
             store_path,
+            store,
+            daemon,
             detection,
             plan,
             topology: Topology {
@@ -652,6 +707,114 @@ impl Checker<'_> {
             },
             sim,
         })
+    }
+
+    fn store(&self, raw: &RawStore) -> Result<StoreBackend, ConfigError> {
+        let backend = match &raw.backend {
+            None => "redb".to_string(),
+            Some(b) => b.get_ref().trim().to_string(),
+        };
+        match backend.as_str() {
+            "redb" => {
+                for (value, key) in [
+                    (&raw.table, "store.table"),
+                    (&raw.table_region, "store.table_region"),
+                ] {
+                    if let Some(value) = value {
+                        return Err(self.at(
+                            value,
+                            key,
+                            "is only read with backend = \"dynamodb\"; remove it, or set [store] backend = \"dynamodb\"",
+                        ));
+                    }
+                }
+                Ok(StoreBackend::Redb)
+            }
+            "dynamodb" => {
+                let table = match &raw.table {
+                    None => "dr-store".to_string(),
+                    Some(t) => {
+                        let text = self.non_empty(t, "store.table")?;
+                        let valid = (3..=255).contains(&text.len())
+                            && text
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                        if !valid {
+                            return Err(self.at(
+                                t,
+                                "store.table",
+                                "must be a DynamoDB table name: 3 to 255 letters, digits, '_', '-' or '.'",
+                            ));
+                        }
+                        text
+                    }
+                };
+                let table_region = match &raw.table_region {
+                    None => None,
+                    Some(r) => Some(self.region_name(r, "store.table_region")?),
+                };
+                Ok(StoreBackend::Dynamodb {
+                    table,
+                    table_region,
+                })
+            }
+            other => Err(self.at(
+                raw.backend.as_ref().expect("set"),
+                "store.backend",
+                format!(
+                    "`{other}` is not a store; use \"redb\" (a file, one daemon) or \"dynamodb\" (a table the daemons of several regions share)"
+                ),
+            )),
+        }
+    }
+
+    fn region_name(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let text = self.non_empty(value, key)?;
+        let valid = text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && text.contains('-');
+        if valid {
+            Ok(text)
+        } else {
+            Err(self.at(
+                value,
+                key,
+                format!("`{text}` is not an AWS region name such as \"us-west-2\""),
+            ))
+        }
+    }
+
+    fn daemon(&self, raw: &RawDaemon) -> Result<DaemonIdentity, ConfigError> {
+        let id = match &raw.id {
+            None => None,
+            Some(id) => {
+                let text = self.non_empty(id, "daemon.id")?;
+                if text.len() > 128 || text.chars().any(|c| c.is_control() || c == '/') {
+                    return Err(self.at(
+                        id,
+                        "daemon.id",
+                        "must be at most 128 printable characters, without '/'",
+                    ));
+                }
+                Some(text)
+            }
+        };
+        let region = match &raw.region {
+            None => None,
+            Some(r) => Some(RegionName::new(self.region_name(r, "daemon.region")?)),
+        };
+        let lease = self.duration(&raw.lease, "daemon.lease", Duration::from_secs(10))?;
+        if let Some(spanned) = &raw.lease
+            && !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&lease)
+        {
+            return Err(self.at(
+                spanned,
+                "daemon.lease",
+                "must be from 3s to 5m: a standby takes over a lease period after the leader's last renewal",
+            ));
+        }
+        Ok(DaemonIdentity { id, region, lease })
     }
 
     fn aws(&self, raw: &RawAws) -> Result<AwsSettings, ConfigError> {

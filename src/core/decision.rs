@@ -124,6 +124,14 @@ pub enum Hold {
         /// Since when every read of it was Unknown.
         since: Timestamp,
     },
+    /// This daemon does not hold the leader lease: it observes and publishes what it sees, and
+    /// the leader decides and acts.
+    Standby {
+        /// The leader, as far as this daemon knows.
+        leader: Option<String>,
+        /// The leader's epoch.
+        epoch: Option<u64>,
+    },
     /// The writer's region has been suspect longer than the failure window, but one signal
     /// cannot be read, so the two can never agree: no automatic failover. An alert.
     CannotConfirm {
@@ -314,6 +322,15 @@ impl fmt::Display for Decision {
                 Hold::WriterUnknown => f.write_str(
                     "the writer's region is unknown: no region answered DescribeGlobalClusters",
                 ),
+                Hold::Standby { leader, epoch } => match (leader, epoch) {
+                    (Some(leader), Some(epoch)) => write!(
+                        f,
+                        "standing by: {leader} holds the leader lease (epoch {epoch}) and decides; this daemon observes and takes over if the lease lapses"
+                    ),
+                    _ => f.write_str(
+                        "standing by: this daemon does not hold the leader lease yet; it observes and takes the lease when it is free",
+                    ),
+                },
                 Hold::CannotConfirm {
                     region,
                     since,

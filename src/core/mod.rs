@@ -7,6 +7,7 @@ pub mod decision;
 pub mod detect;
 pub mod health;
 pub mod ids;
+pub mod lease;
 pub mod plan;
 pub mod run;
 pub mod time;

@@ -63,8 +63,9 @@ pub struct RunHeader {
 }
 
 /// The current version of `RunHeader` and `EventRecord`. Version 2 added the `StepGated`,
-/// `Promoting` and `Requested` events; an older `dr` refuses such a log instead of misreading it.
-pub const RUN_VERSION: u32 = 2;
+/// `Promoting` and `Requested` events; version 3 the leader's epoch on events and `TakenOver`.
+/// An older `dr` refuses such a log instead of misreading it.
+pub const RUN_VERSION: u32 = 3;
 
 /// A step that must wait for an operator's approval, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +394,12 @@ pub enum RunEvent {
         /// How.
         outcome: RunOutcome,
     },
+    /// A daemon that won the leader lease took the unfinished run over; its record carries the
+    /// new epoch, so from here on the log refuses every write of an older leader.
+    TakenOver {
+        /// The daemon.
+        daemon: String,
+    },
 }
 
 impl RunEvent {
@@ -412,6 +419,9 @@ impl RunEvent {
                 None => format!("{step}: sending the promotion (replication lag not measured)"),
             },
             RunEvent::Requested { step, handle } => format!("{step}: {handle}"),
+            RunEvent::TakenOver { daemon } => {
+                format!("daemon {daemon} won the leader lease and took the run over")
+            }
             _ => return None,
         })
     }
@@ -430,6 +440,11 @@ pub struct EventRecord {
     pub actor: Actor,
     /// What.
     pub event: RunEvent,
+    /// The leader lease's epoch of the daemon (or command) that wrote it, when a lease was
+    /// held: the store refuses an event whose epoch is older than one already in the log or in
+    /// the lease. None for operators' events, which any process may write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Where a step stands.
@@ -601,6 +616,9 @@ pub struct RunState {
     pub last_seq: u64,
     /// When the last event happened.
     pub last_at: Option<Timestamp>,
+    /// The newest leader epoch in the log: an event of an older one is refused.
+    #[serde(default)]
+    pub epoch: Option<u64>,
     dependencies: BTreeMap<StepName, Vec<StepName>>,
 }
 
@@ -619,6 +637,7 @@ impl RunState {
             promotions: Vec::new(),
             last_seq: 0,
             last_at: None,
+            epoch: None,
             dependencies: plan
                 .steps
                 .iter()
@@ -653,8 +672,17 @@ impl RunState {
                 record.seq, self.last_seq
             )));
         }
+        if let (Some(epoch), Some(newest)) = (record.epoch, self.epoch)
+            && epoch < newest
+        {
+            return Err(TransitionError(format!(
+                "event {} was written under lease epoch {epoch}, after epoch {newest} took the run over",
+                record.seq
+            )));
+        }
         let mut next = self.clone();
         next.apply_event(&record.event, record.at)?;
+        next.epoch = next.epoch.max(record.epoch);
         next.last_seq = record.seq;
         next.last_at = Some(record.at);
         *self = next;
@@ -849,6 +877,7 @@ impl RunState {
                 self.check_finish(*outcome)?;
                 self.outcome = Some(*outcome);
             }
+            RunEvent::TakenOver { .. } => {}
         }
         Ok(())
     }
@@ -1062,6 +1091,7 @@ mod tests {
                 at: Timestamp(self.seq as i64 * 1000),
                 actor: Actor::engine(),
                 event,
+                epoch: None,
             };
             self.state.apply(&record)?;
             self.seq += 1;
@@ -1382,6 +1412,7 @@ mod tests {
             at: Timestamp(0),
             actor: Actor::engine(),
             event: RunEvent::Paused { reason: "x".into() },
+            epoch: None,
         };
         assert!(state.apply(&record).is_err());
     }

@@ -19,6 +19,7 @@ use crate::core::plan::{GroupTarget, PlanRequest, RunKind, build_plan};
 use crate::core::run::{RunEvent, RunStatus, Trigger};
 use crate::core::time::{Timestamp, fmt_duration};
 use crate::engine::{Engine, EngineError, ExecOutcome, NewRun, steps};
+use crate::leader::{Change, Leadership, LeaseStatus};
 use crate::observe::Observer;
 use crate::store::{AuditEntry, STORE_VERSION, StoreError};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,11 @@ pub struct DaemonSettings {
     pub policy: Policy,
     /// Lag above which a warning is raised.
     pub lag_alert: Duration,
+    /// The leader lease's period.
+    pub lease: Duration,
+    /// The process holds an exclusive lock on its store (a file store's executor lock): no
+    /// other daemon can share it, so a lease its predecessor left is taken at once.
+    pub exclusive: bool,
 }
 
 impl DaemonSettings {
@@ -76,6 +82,8 @@ impl DaemonSettings {
                 failure_window: d.failure_window,
             },
             lag_alert: d.lag_alert,
+            lease: config.daemon.lease,
+            exclusive: matches!(config.store, crate::config::StoreBackend::Redb),
         }
     }
 }
@@ -136,28 +144,68 @@ pub struct DaemonStatus {
     /// Record changes a run left for when Route53's control plane answers again.
     #[serde(default)]
     pub follow_ups: Vec<follow_up::FollowUpStatus>,
+    /// The daemon's id among those sharing the store.
+    #[serde(default = "unnamed")]
+    pub daemon: String,
+    /// The region it runs in and observes from.
+    #[serde(default)]
+    pub region: Option<RegionName>,
+    /// The leader lease as this daemon sees it.
+    #[serde(default)]
+    pub lease: Option<LeaseStatus>,
+    /// Its ticks so far. Another daemon judges the status fresh by seeing this change on its
+    /// own clock, never by comparing `at` with its own time.
+    #[serde(default)]
+    pub tick: u64,
 }
 
 fn first_version() -> u32 {
     1
 }
 
+fn unnamed() -> String {
+    "daemon".to_string()
+}
+
 impl DaemonStatus {
     /// The status a store holds, read: `Ok(None)` when no daemon ever published one, an error
     /// naming the version when another dr wrote it or the text does not parse.
     pub fn read(store: &dyn crate::store::Store) -> Result<Option<DaemonStatus>, String> {
-        let Some(text) = store.daemon_status().map_err(|e| e.to_string())? else {
-            return Ok(None);
-        };
-        let status: DaemonStatus = serde_json::from_str(&text)
-            .map_err(|e| format!("the daemon's published status cannot be read ({e})"))?;
-        if status.version != DAEMON_STATUS_VERSION {
-            return Err(format!(
-                "the daemon's published status is format {}, and this dr reads format {DAEMON_STATUS_VERSION}: a daemon of another version runs on this store",
-                status.version
-            ));
+        let all = Self::read_all(store)?;
+        let leader = store
+            .lease()
+            .map_err(|e| e.to_string())?
+            .filter(|l| !l.released)
+            .map(|l| l.holder);
+        let pick = all
+            .iter()
+            .position(|s| Some(&s.daemon) == leader.as_ref())
+            .or_else(|| {
+                all.iter()
+                    .enumerate()
+                    .max_by_key(|(_, s)| s.at)
+                    .map(|(i, _)| i)
+            });
+        Ok(pick.map(|i| all[i].clone()))
+    }
+
+    /// Every daemon's published status, by daemon id; an error names a status another dr
+    /// wrote or that does not parse.
+    pub fn read_all(store: &dyn crate::store::Store) -> Result<Vec<DaemonStatus>, String> {
+        let mut statuses = Vec::new();
+        for (id, text) in store.daemon_statuses().map_err(|e| e.to_string())? {
+            let mut status: DaemonStatus = serde_json::from_str(&text)
+                .map_err(|e| format!("the status daemon {id} published cannot be read ({e})"))?;
+            if status.version != DAEMON_STATUS_VERSION {
+                return Err(format!(
+                    "daemon {id}'s published status is format {}, and this dr reads format {DAEMON_STATUS_VERSION}: a daemon of another version runs on this store",
+                    status.version
+                ));
+            }
+            status.daemon = id;
+            statuses.push(status);
         }
-        Ok(Some(status))
+        Ok(statuses)
     }
 }
 
@@ -208,11 +256,36 @@ pub struct Daemon {
     last_decision: Option<Decision>,
     actor: Actor,
     handle: DaemonHandle,
+    leadership: Arc<Leadership>,
+    /// The epoch this daemon acts under, once it has taken over as leader.
+    acting: Option<u64>,
+    ticks: u64,
 }
 
 impl Daemon {
-    /// A daemon over `engine` for `config`'s regions.
-    pub fn new(config: Config, engine: Engine, mut settings: DaemonSettings) -> Daemon {
+    /// A daemon over `engine` for `config`'s regions. It acts only while it holds the leader
+    /// lease of its store: the engine's fence is the daemon's lease (one is made from
+    /// `config.daemon` if the engine has none).
+    pub fn new(config: Config, mut engine: Engine, mut settings: DaemonSettings) -> Daemon {
+        let leadership = match &engine.fence.0 {
+            Some(leadership) => leadership.clone(),
+            None => {
+                let region = config.daemon.region.clone();
+                let id = config
+                    .daemon
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| crate::leader::default_id(region.as_ref()));
+                let leadership = Leadership::new(&id, region, settings.lease);
+                let leadership = if settings.exclusive {
+                    leadership.exclusive()
+                } else {
+                    leadership
+                };
+                Arc::new(leadership)
+            }
+        };
+        engine.fence = crate::leader::Fence(Some(leadership.clone()));
         // A stall is judged in real time: under a simulator whose clock runs faster than real
         // time, a tick that is late by a fraction of a real second is not a blind spell.
         let rate = engine.clock.rate();
@@ -244,7 +317,111 @@ impl Daemon {
             last_decision: None,
             actor: Actor::new("daemon"),
             handle: DaemonHandle::default(),
+            leadership,
+            acting: None,
+            ticks: 0,
         }
+    }
+
+    /// This daemon's lease.
+    pub fn leadership(&self) -> Arc<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Keeps the lease in the background: a round every `renew_every`, and an immediate tick
+    /// when this daemon wins or loses it.
+    fn keep_lease(&self, stop: CancellationToken) -> JoinHandle<()> {
+        let leadership = self.leadership.clone();
+        let store = self.engine.store.clone();
+        let clock = self.clock();
+        let nudge = self.handle.nudge.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(leadership.terms.renew_every) => {}
+                    _ = stop.cancelled() => break,
+                }
+                match leadership.round(store.as_ref(), clock.now()) {
+                    Change::None => {}
+                    Change::Won(epoch) => {
+                        tracing::info!(daemon = %leadership.id, epoch, "won the leader lease");
+                        nudge.notify_one();
+                    }
+                    Change::Lost(why) => {
+                        tracing::warn!(daemon = %leadership.id, why = %why, "lost the leader lease: standing down");
+                        nudge.notify_one();
+                    }
+                }
+            }
+        })
+    }
+
+    /// Follows the lease: takes over as leader when it won it (the unfinished run first), or
+    /// stops everything it was doing when it lost it.
+    fn follow_lease(&mut self, now: Timestamp) -> Result<(), DaemonError> {
+        let leading = self.leadership.epoch().ok();
+        if leading == self.acting {
+            return Ok(());
+        }
+        match leading {
+            Some(epoch) => {
+                self.acting = Some(epoch);
+                self.last_decision = None;
+                tracing::info!(daemon = %self.leadership.id, epoch, "leading: taking over");
+                self.engine.store.record_audit(&AuditEntry {
+                    version: STORE_VERSION,
+                    at: now,
+                    actor: self.actor.clone(),
+                    run: None,
+                    action: format!("daemon {} leads", self.leadership.id),
+                    reason: format!("it won the leader lease, epoch {epoch}"),
+                })?;
+                self.take_over(epoch)?;
+            }
+            None => {
+                self.acting = None;
+                self.last_decision = None;
+                // Crash-like: nothing is written (the store would refuse it), the calls in
+                // flight are dropped, and the new leader resumes from the log.
+                if let Some(handle) = self.executor.take() {
+                    handle.abort();
+                }
+                if let Some(handle) = self.scaler.take() {
+                    handle.abort();
+                }
+                if let Some(handle) = self.follow_up.take() {
+                    handle.abort();
+                }
+                self.prewarmed = None;
+                tracing::warn!(daemon = %self.leadership.id, "standing by: no longer the leader");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the unfinished run as this leader's, so that the log refuses every write of an
+    /// older one, then resumes it.
+    fn take_over(&mut self, epoch: u64) -> Result<(), DaemonError> {
+        let store = self.engine.store.clone();
+        if let Some(run) = store.active_run()?
+            && let Some(stored) = store.load_run(&run)?
+            && stored.state()?.outcome.is_none()
+        {
+            match store.append_fenced(
+                &run,
+                self.clock().now(),
+                &self.actor,
+                RunEvent::TakenOver {
+                    daemon: self.leadership.id.clone(),
+                },
+                Some(epoch),
+            ) {
+                Ok(record) => self.engine.progress.event(&run, &record),
+                Err(StoreError::Refused(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.resume_unfinished()
     }
 
     /// The handle the HTTP API uses.
@@ -258,9 +435,13 @@ impl Daemon {
 
     /// Watches until `shutdown` fires; then stops the run in flight at a checkpoint.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DaemonError> {
-        self.resume_unfinished()?;
-        tracing::info!(regions = self.trackers.len(), poll = %fmt_duration(self.settings.poll_interval), "daemon watching");
         let clock = self.clock();
+        // The first round at once: a daemon alone on its store leads from its first tick.
+        self.leadership
+            .round(self.engine.store.as_ref(), clock.now());
+        let keeper_stop = CancellationToken::new();
+        let keeper = self.keep_lease(keeper_stop.clone());
+        tracing::info!(daemon = %self.leadership.id, regions = self.trackers.len(), poll = %fmt_duration(self.settings.poll_interval), "daemon watching");
         loop {
             // Ticks start every poll interval, however long the last one took.
             let next = clock.now().plus(self.settings.poll_interval);
@@ -279,6 +460,11 @@ impl Daemon {
             }
         }
         self.stop().await;
+        keeper_stop.cancel();
+        let _ = keeper.await;
+        // Handing over at once instead of a lease period later (a rolling update, a drain).
+        self.leadership
+            .release(self.engine.store.as_ref(), clock.now());
         Ok(())
     }
 
@@ -346,13 +532,14 @@ impl Daemon {
                 self.spawn_executor(run);
             }
             RunStatus::Paused if paused_by_engine => {
-                store.append(
+                store.append_fenced(
                     &run,
                     self.clock().now(),
                     &self.actor,
                     RunEvent::Resumed {
                         reason: "the daemon restarted".into(),
                     },
+                    self.engine.fence.epoch()?,
                 )?;
                 tracing::info!(run = %run, "resuming the run the last shutdown paused");
                 self.spawn_executor(run);
@@ -392,6 +579,8 @@ impl Daemon {
 
     /// One observation, decision and action. Returns the decision.
     pub async fn tick(&mut self) -> Result<Decision, DaemonError> {
+        self.ticks += 1;
+        self.follow_lease(self.clock().now())?;
         let observer = self.observer();
         let writer = observer.writer().await.ok();
         let round = observer
@@ -442,6 +631,22 @@ impl Daemon {
         let store = self.engine.store.clone();
         let active_run = store.active_run()?;
         let automation = store.automation()?;
+        if self.acting.is_none() {
+            // A standby observes and publishes what it sees; the leader decides and acts.
+            let lease = self.leadership.status();
+            let decision = Decision::Nothing(Hold::Standby {
+                leader: lease.leader,
+                epoch: lease.epoch,
+            });
+            if self.last_decision.as_ref() != Some(&decision) {
+                self.engine.progress.decided(now, &decision);
+                tracing::info!(decision = %decision, "decision");
+            }
+            self.last_decision = Some(decision.clone());
+            self.follow_up_pending = None;
+            self.publish(&decision, &automation, now, active_run, None)?;
+            return Ok(decision);
+        }
         if automation.paused
             && let Some(handle) = self.scaler.take()
         {
@@ -505,19 +710,34 @@ impl Daemon {
                         .cooldown_cleared_at
                         .is_none_or(|c| Some(c) < last_failover_at)
             });
-        let status = self.status(
+        self.publish(
             &decision,
             &automation,
             now,
             situation.active_run.clone(),
             cooldown_until,
-        );
+        )?;
+        Ok(decision)
+    }
+
+    /// Publishes this tick's status to the API in this process and to the store.
+    fn publish(
+        &self,
+        decision: &Decision,
+        automation: &Automation,
+        now: Timestamp,
+        active_run: Option<RunId>,
+        cooldown_until: Option<Timestamp>,
+    ) -> Result<(), DaemonError> {
+        let status = self.status(decision, automation, now, active_run, cooldown_until);
         *self.handle.live.write().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
         // Every tick, so `dr status` in another process is never more than a poll behind; a
-        // write costs under a millisecond (BENCHMARKS.md).
+        // write costs under a millisecond on redb (BENCHMARKS.md).
         let json = serde_json::to_string(&status).unwrap_or_default();
-        self.engine.store.put_daemon_status(&json)?;
-        Ok(decision)
+        self.engine
+            .store
+            .put_daemon_status(&self.leadership.id, &json)?;
+        Ok(())
     }
 
     /// Makes a record change a run left as a follow-up, one attempt per tick at most, while no
@@ -777,11 +997,18 @@ impl Daemon {
             active_run,
             cooldown_until,
             follow_ups: self.follow_up_pending.iter().cloned().collect(),
+            daemon: self.leadership.id.clone(),
+            region: self.leadership.region.clone(),
+            lease: Some(self.leadership.status()),
+            tick: self.ticks,
         }
     }
 }
 
 fn decision_kind(decision: &Decision) -> &'static str {
+    if let Decision::Nothing(Hold::Standby { .. }) = decision {
+        return "stand by";
+    }
     match decision {
         Decision::Failover { .. } => "fail over",
         Decision::FailoverAwaitingApproval { .. } => "fail over, awaiting approval",
@@ -810,6 +1037,10 @@ mod tests {
             active_run: None,
             cooldown_until: None,
             follow_ups: Vec::new(),
+            daemon: "daemon".into(),
+            region: None,
+            lease: None,
+            tick: 3,
         }
     }
 
@@ -819,24 +1050,26 @@ mod tests {
         assert_eq!(DaemonStatus::read(&store).unwrap(), None);
         let status = published();
         store
-            .put_daemon_status(&serde_json::to_string(&status).unwrap())
+            .put_daemon_status("daemon", &serde_json::to_string(&status).unwrap())
             .unwrap();
         assert_eq!(DaemonStatus::read(&store).unwrap(), Some(status.clone()));
 
         // Written before statuses carried a version: the same shape, read as the first format.
         let mut old = serde_json::to_value(&status).unwrap();
         old.as_object_mut().unwrap().remove("version");
-        store.put_daemon_status(&old.to_string()).unwrap();
+        store.put_daemon_status("daemon", &old.to_string()).unwrap();
         assert_eq!(DaemonStatus::read(&store).unwrap(), Some(status.clone()));
 
         let mut newer = serde_json::to_value(&status).unwrap();
         newer["version"] = 2.into();
-        store.put_daemon_status(&newer.to_string()).unwrap();
+        store
+            .put_daemon_status("daemon", &newer.to_string())
+            .unwrap();
         let err = DaemonStatus::read(&store).unwrap_err();
         assert!(err.contains("format 2"), "{err}");
         assert!(err.contains("another version"), "{err}");
 
-        store.put_daemon_status("{not json").unwrap();
+        store.put_daemon_status("daemon", "{not json").unwrap();
         assert!(
             DaemonStatus::read(&store)
                 .unwrap_err()

@@ -123,7 +123,8 @@ impl Progress for Recorder {
             RunEvent::StepProgress { step, note } => format!("{step}: {note}"),
             event @ (RunEvent::StepGated { .. }
             | RunEvent::Promoting { .. }
-            | RunEvent::Requested { .. }) => event.shared_text().unwrap_or_default(),
+            | RunEvent::Requested { .. }
+            | RunEvent::TakenOver { .. }) => event.shared_text().unwrap_or_default(),
             RunEvent::StepSucceeded { step, outcome } => {
                 format!("{step} done: {}", outcome.summary)
             }
@@ -261,6 +262,7 @@ pub async fn run_with_evidence(
         clock: clock.clone(),
         progress: recorder.clone(),
         settings: EngineSettings::from_config(config),
+        fence: Default::default(),
     };
     let mut drill = Drill {
         engine,

@@ -144,6 +144,9 @@ pub struct Engine {
     pub progress: Arc<dyn Progress>,
     /// Loop timings.
     pub settings: EngineSettings,
+    /// Whether this process may act: when it shares its store with other daemons, only while
+    /// it holds the leader lease, and everything it writes carries its epoch.
+    pub fence: crate::leader::Fence,
 }
 
 /// Everything one step attempt needs.
@@ -170,6 +173,7 @@ pub struct StepCtx {
     pub dns_follow_up: bool,
     /// The operator's approval of this step, with the figure it accepted.
     pub approval: Option<Approval>,
+    fence: crate::leader::Fence,
     store: Arc<dyn Store>,
     progress: Arc<dyn Progress>,
     waiting_for: Mutex<String>,
@@ -297,9 +301,23 @@ impl StepCtx {
         if self.dry_run {
             return None;
         }
+        // Leadership first, on this process's own clock: a daemon whose lease may have lapsed
+        // (it was paused, or could not renew) makes no call, whatever the store says.
+        let epoch = match self.fence.epoch() {
+            Ok(epoch) => epoch,
+            Err(err) => return Some(err.to_string()),
+        };
         match self.guard {
             Guard::Run => match self.store.load_run(&self.run) {
                 Ok(Some(stored)) => match stored.state() {
+                    Ok(state)
+                        if epoch.is_some_and(|mine| state.epoch.is_some_and(|e| e > mine)) =>
+                    {
+                        Some(format!(
+                            "the run was taken over by lease epoch {}",
+                            state.epoch.unwrap_or_default()
+                        ))
+                    }
                     Ok(state) if state.abort_requested => Some("the run is being aborted".into()),
                     Ok(state) if state.paused => Some("the run is paused".into()),
                     Ok(_) => None,
@@ -320,8 +338,17 @@ impl StepCtx {
     /// the call must not be made.
     pub fn checkpoint(&self, event: RunEvent) -> Result<(), String> {
         let record = self
-            .store
-            .append(&self.run, self.clock.now(), &Actor::engine(), event)
+            .fence
+            .epoch()
+            .and_then(|epoch| {
+                self.store.append_fenced(
+                    &self.run,
+                    self.clock.now(),
+                    &Actor::engine(),
+                    event,
+                    epoch,
+                )
+            })
             .map_err(|e| format!("could not checkpoint before the call, so none was made: {e}"))?;
         self.progress.event(&self.run, &record);
         Ok(())
@@ -352,10 +379,10 @@ impl StepCtx {
             step: self.step,
             handle,
         };
-        match self
-            .store
-            .append(&self.run, self.clock.now(), &Actor::engine(), event)
-        {
+        match self.fence.epoch().and_then(|epoch| {
+            self.store
+                .append_fenced(&self.run, self.clock.now(), &Actor::engine(), event, epoch)
+        }) {
             Ok(record) => self.progress.event(&self.run, &record),
             Err(err) => {
                 tracing::warn!(run = %self.run, step = %self.step, error = %err, "could not record a change's handle")
@@ -402,14 +429,19 @@ impl Engine {
             dry_run: new.dry_run,
             plan,
         };
-        self.store.create_run(&header, &new.actor, &new.reason)?;
+        self.store
+            .create_run_fenced(&header, &new.actor, &new.reason, self.fence.epoch()?)?;
         Ok(header)
     }
 
     fn append(&self, run: &RunId, event: RunEvent) -> Result<EventRecord, StoreError> {
-        let record = self
-            .store
-            .append(run, self.clock.now(), &Actor::engine(), event)?;
+        let record = self.store.append_fenced(
+            run,
+            self.clock.now(),
+            &Actor::engine(),
+            event,
+            self.fence.epoch()?,
+        )?;
         let entry = crate::store::AuditEntry::of_event(run, &record);
         tracing::info!(run = %run, seq = record.seq, action = %entry.action, reason = %entry.reason, "checkpoint");
         self.progress.event(run, &record);
@@ -542,6 +574,7 @@ impl Engine {
             dns_degraded: false,
             dns_follow_up: false,
             approval: None,
+            fence: self.fence.clone(),
             store: self.store.clone(),
             progress: Arc::new(Silent),
             waiting_for: Mutex::new(String::new()),
@@ -584,6 +617,7 @@ impl Engine {
             dns_degraded,
             dns_follow_up,
             approval: state.steps.get(&step).and_then(|s| s.approval.clone()),
+            fence: self.fence.clone(),
             store: self.store.clone(),
             progress: self.progress.clone(),
             waiting_for: Mutex::new(String::new()),

@@ -1,10 +1,12 @@
 //! The in-memory twin of the redb store, for drills and tests. Same contract, no durability.
 
 use super::{
-    AuditEntry, Store, StoreError, StoredRun, creation_audit, prepare_append, status_text,
+    AuditEntry, Store, StoreError, StoredRun, check_fence, creation_audit, lease_matches,
+    prepare_append, status_text,
 };
 use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
+use crate::core::lease::LeaseRecord;
 use crate::core::run::{EventRecord, RunEvent, RunHeader, Trigger};
 use crate::core::time::Timestamp;
 use std::collections::BTreeMap;
@@ -17,7 +19,8 @@ struct Inner {
     active: Option<RunId>,
     audit: Vec<AuditEntry>,
     automation: Automation,
-    daemon_status: Option<String>,
+    daemon_statuses: BTreeMap<String, String>,
+    lease: Option<LeaseRecord>,
 }
 
 /// A store that lives and dies with the process.
@@ -38,13 +41,15 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn create_run(
+    fn create_run_fenced(
         &self,
         header: &RunHeader,
         actor: &Actor,
         reason: &str,
+        epoch: Option<u64>,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner();
+        check_fence(epoch, inner.lease.as_ref())?;
         if matches!(header.trigger, Trigger::Automatic { .. }) && inner.automation.paused {
             return Err(StoreError::AutomationPaused(header.id.clone()));
         }
@@ -71,19 +76,21 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn append(
+    fn append_fenced(
         &self,
         run: &RunId,
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
+        epoch: Option<u64>,
     ) -> Result<EventRecord, StoreError> {
         let mut inner = self.inner();
+        check_fence(epoch, inner.lease.as_ref())?;
         let stored = inner
             .runs
             .get(run)
             .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
-        let (record, finished) = prepare_append(stored, at, actor, event)?;
+        let (record, finished) = prepare_append(stored, at, actor, event, epoch)?;
         inner
             .runs
             .get_mut(run)
@@ -148,13 +155,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.inner().daemon_status.clone())
+    fn daemon_statuses(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .inner()
+            .daemon_statuses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
-    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
-        self.inner().daemon_status = Some(json.to_string());
+    fn put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), StoreError> {
+        self.inner()
+            .daemon_statuses
+            .insert(daemon.to_string(), json.to_string());
         Ok(())
+    }
+
+    fn lease(&self) -> Result<Option<LeaseRecord>, StoreError> {
+        Ok(self.inner().lease.clone())
+    }
+
+    fn swap_lease(
+        &self,
+        expected: Option<&LeaseRecord>,
+        next: &LeaseRecord,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        if !lease_matches(inner.lease.as_ref(), expected) {
+            return Ok(false);
+        }
+        inner.lease = Some(next.clone());
+        Ok(true)
     }
 }
 
@@ -163,5 +194,6 @@ mod tests {
     #[test]
     fn memory_store_meets_the_contract() {
         super::super::contract::check(&super::MemoryStore::new());
+        super::super::contract::check_lease(&super::MemoryStore::new());
     }
 }

@@ -16,6 +16,7 @@ pub use redb_store::RedbStore;
 
 use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
+use crate::core::lease::LeaseRecord;
 use crate::core::run::{
     EventRecord, RUN_VERSION, RunEvent, RunHeader, RunState, RunStatus, TransitionError,
 };
@@ -44,6 +45,15 @@ pub enum StoreError {
     Io {
         /// The file.
         path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The store could not be reached or answered an error (a shared store over the network);
+    /// nothing is known to have been written.
+    #[error("store {store} cannot be reached: {detail}")]
+    Unavailable {
+        /// Which store (its table).
+        store: String,
         /// What failed.
         detail: String,
     },
@@ -79,6 +89,28 @@ pub enum StoreError {
     /// The event is not allowed in the run's state.
     #[error("refused: {0}")]
     Refused(#[from] TransitionError),
+    /// A write of a leader whose lease was taken over: a newer epoch is in the lease or in the
+    /// run's log. Nothing was written.
+    #[error(
+        "refused: this write comes from lease epoch {epoch}, and epoch {newer} has taken over since; a newer leader acts now, and nothing was written"
+    )]
+    Fenced {
+        /// The writer's epoch.
+        epoch: u64,
+        /// The newer one.
+        newer: u64,
+    },
+    /// The writer does not hold the leader lease now (it lapsed on its own clock, or it never
+    /// held it). Nothing was written.
+    #[error(
+        "refused: {holder} does not hold the leader lease now ({why}), so it writes nothing and acts on nothing"
+    )]
+    NotLeader {
+        /// The would-be writer.
+        holder: String,
+        /// Why not.
+        why: String,
+    },
     /// An automatic run was not created: automation was paused, in the same transaction.
     #[error(
         "automation is paused, so the automatic run {0} was not started; `dr unpause` turns automation back on"
@@ -94,6 +126,7 @@ impl StoreError {
             self,
             StoreError::Damaged { .. }
                 | StoreError::Io { .. }
+                | StoreError::Unavailable { .. }
                 | StoreError::UnsupportedVersion { .. }
                 | StoreError::ReadOnly(_)
         )
@@ -171,6 +204,13 @@ impl AuditEntry {
                 },
             ),
             RunEvent::Finished { outcome } => (format!("run finished: {outcome}"), String::new()),
+            RunEvent::TakenOver { daemon } => (
+                format!("daemon {daemon} took the run over"),
+                match record.epoch {
+                    Some(epoch) => format!("it won the leader lease, epoch {epoch}"),
+                    None => "it won the leader lease".into(),
+                },
+            ),
         };
         AuditEntry {
             version: STORE_VERSION,
@@ -199,11 +239,31 @@ impl StoredRun {
     }
 }
 
-/// Durable storage of runs and the audit log.
+/// Durable storage of runs and the audit log, and the leader lease of the daemons sharing it.
+///
+/// Writes of a leader carry its lease epoch (`epoch: Some`): the store refuses them
+/// (`Fenced`) once a newer epoch is in the lease or in the run's log. Operators' writes carry
+/// none.
 pub trait Store: Send + Sync {
     /// Stores a new run. Fails with `RunActive` while another run is unfinished.
-    fn create_run(&self, header: &RunHeader, actor: &Actor, reason: &str)
-    -> Result<(), StoreError>;
+    fn create_run(
+        &self,
+        header: &RunHeader,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.create_run_fenced(header, actor, reason, None)
+    }
+
+    /// `create_run` by the holder of lease `epoch`: also refused once a newer epoch holds the
+    /// lease.
+    fn create_run_fenced(
+        &self,
+        header: &RunHeader,
+        actor: &Actor,
+        reason: &str,
+        epoch: Option<u64>,
+    ) -> Result<(), StoreError>;
 
     /// Checks `event` against the run's state and appends it, with its audit line, in one
     /// durable transaction. Returns the stored record.
@@ -213,6 +273,20 @@ pub trait Store: Send + Sync {
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
+    ) -> Result<EventRecord, StoreError> {
+        self.append_fenced(run, at, actor, event, None)
+    }
+
+    /// `append` by the holder of lease `epoch`: the record carries it, and the append is
+    /// refused if the lease or the run's log holds a newer one. The append is conditional on
+    /// its sequence number: of two writers of event N, one succeeds.
+    fn append_fenced(
+        &self,
+        run: &RunId,
+        at: Timestamp,
+        actor: &Actor,
+        event: RunEvent,
+        epoch: Option<u64>,
     ) -> Result<EventRecord, StoreError>;
 
     /// One run with its log.
@@ -237,11 +311,44 @@ pub trait Store: Send + Sync {
     fn set_automation(&self, automation: &Automation, audit: &AuditEntry)
     -> Result<(), StoreError>;
 
-    /// The daemon's last published status (JSON), for `dr status` in other processes.
-    fn daemon_status(&self) -> Result<Option<String>, StoreError>;
+    /// Every daemon's last published status (JSON), by daemon id, for `dr status` in other
+    /// processes and for the leader to read its standbys' vantage points.
+    fn daemon_statuses(&self) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// Publishes the daemon's status (JSON).
-    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError>;
+    /// Publishes daemon `daemon`'s status (JSON), replacing its last one.
+    fn put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), StoreError>;
+
+    /// The leader lease, if anyone ever took it.
+    fn lease(&self) -> Result<Option<LeaseRecord>, StoreError>;
+
+    /// Replaces the lease with `next` if it is still `expected` (`None`: nobody ever took it),
+    /// compared by holder, epoch and beat, in one conditional write. `Ok(false)`: it changed,
+    /// and nothing was written.
+    fn swap_lease(
+        &self,
+        expected: Option<&LeaseRecord>,
+        next: &LeaseRecord,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Whether a stored lease is the one a conditional write expects.
+fn lease_matches(stored: Option<&LeaseRecord>, expected: Option<&LeaseRecord>) -> bool {
+    match (stored, expected) {
+        (None, None) => true,
+        (Some(stored), Some(expected)) => stored.same_write(expected),
+        _ => false,
+    }
+}
+
+/// Refuses a write of lease `epoch` when the lease has moved on to a newer one.
+fn check_fence(epoch: Option<u64>, lease: Option<&LeaseRecord>) -> Result<(), StoreError> {
+    match (epoch, lease) {
+        (Some(epoch), Some(lease)) if lease.epoch > epoch => Err(StoreError::Fenced {
+            epoch,
+            newer: lease.epoch,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The checks both implementations make before appending: returns the record to write and
@@ -251,14 +358,21 @@ fn prepare_append(
     at: Timestamp,
     actor: &Actor,
     event: RunEvent,
+    epoch: Option<u64>,
 ) -> Result<(EventRecord, bool), StoreError> {
     let mut state = stored.state()?;
+    if let (Some(epoch), Some(newer)) = (epoch, state.epoch)
+        && newer > epoch
+    {
+        return Err(StoreError::Fenced { epoch, newer });
+    }
     let record = EventRecord {
         version: RUN_VERSION,
         seq: state.last_seq + 1,
         at,
         actor: actor.clone(),
         event,
+        epoch,
     };
     state.apply(&record)?;
     Ok((record, state.outcome.is_some()))
@@ -305,16 +419,18 @@ fn status_text(stored: &StoredRun) -> String {
         .unwrap_or_else(|e| format!("unreadable: {e}"))
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! One behavioural test suite that every `Store` implementation must pass.
+#[doc(hidden)]
+pub mod contract {
+    //! One behavioural test suite that every `Store` implementation must pass. Public so that
+    //! the tests of the DynamoDB store against the AWS emulator run it too.
 
     use super::*;
     use crate::core::ids::StepName;
     use crate::core::plan::{PlanOptions, PlanRequest, RunKind, build_plan};
     use crate::core::run::{RunOutcome, StepOutcome, Trigger};
 
-    pub(crate) fn header(id: &str) -> RunHeader {
+    /// A run header for the contract's runs.
+    pub fn header(id: &str) -> RunHeader {
         let config = crate::config::parse(
             include_str!("../../config/example.toml"),
             std::path::Path::new("x.toml"),
@@ -344,7 +460,7 @@ pub(crate) mod contract {
     }
 
     /// Runs the whole contract against a fresh store.
-    pub(crate) fn check(store: &dyn Store) {
+    pub fn check(store: &dyn Store) {
         let alice = Actor::new("alice");
         let run = RunId::new("r-1");
         store
@@ -478,13 +594,20 @@ pub(crate) mod contract {
         let read = store.automation().unwrap();
         assert!(read.paused);
         assert_eq!(read.reason.as_deref(), Some("game day"));
-        assert_eq!(store.daemon_status().unwrap(), None);
+        assert_eq!(store.daemon_statuses().unwrap(), Vec::new());
         store
-            .put_daemon_status("{\"decision\":\"nothing\"}")
+            .put_daemon_status("east", "{\"decision\":\"nothing\"}")
             .unwrap();
+        store.put_daemon_status("west", "{\"w\":1}").unwrap();
+        store.put_daemon_status("west", "{\"w\":2}").unwrap();
+        let mut statuses = store.daemon_statuses().unwrap();
+        statuses.sort();
         assert_eq!(
-            store.daemon_status().unwrap().as_deref(),
-            Some("{\"decision\":\"nothing\"}")
+            statuses,
+            vec![
+                ("east".to_string(), "{\"decision\":\"nothing\"}".to_string()),
+                ("west".to_string(), "{\"w\":2}".to_string())
+            ]
         );
 
         // With automation paused, an automatic run is refused in the creating transaction, so
@@ -502,5 +625,148 @@ pub(crate) mod contract {
             .create_run(&header("r-manual"), &alice, "by hand")
             .unwrap_err();
         assert!(!matches!(err, StoreError::AutomationPaused(_)), "{err}");
+    }
+
+    /// The lease and the fence: conditional swaps, and writes of an old epoch refused.
+    pub fn check_lease(store: &dyn Store) {
+        use crate::core::lease::LeaseRecord;
+        let period = std::time::Duration::from_secs(10);
+        assert_eq!(store.lease().unwrap(), None);
+        let east = LeaseRecord::successor(None, "east", None, period, Timestamp(1));
+        // Taking a lease nobody took: only one of two contenders gets epoch 1.
+        assert!(store.swap_lease(None, &east).unwrap());
+        let west_too = LeaseRecord::successor(None, "west", None, period, Timestamp(1));
+        assert!(!store.swap_lease(None, &west_too).unwrap());
+        assert_eq!(store.lease().unwrap(), Some(east.clone()));
+        // Renewals name the write they replace; a stale one is refused.
+        let renewed = east.renewed(Timestamp(2));
+        assert!(store.swap_lease(Some(&east), &renewed).unwrap());
+        assert!(
+            !store
+                .swap_lease(Some(&east), &east.renewed(Timestamp(3)))
+                .unwrap()
+        );
+
+        let alice = Actor::new("alice");
+        let run = RunId::new("r-lease");
+        store
+            .create_run_fenced(
+                &header("r-lease"),
+                &Actor::new("daemon"),
+                "east failed",
+                Some(1),
+            )
+            .unwrap();
+        let started = store
+            .append_fenced(
+                &run,
+                Timestamp(2_000),
+                &Actor::engine(),
+                RunEvent::StepStarted {
+                    step: StepName::Preflight,
+                    attempt: 1,
+                },
+                Some(1),
+            )
+            .unwrap();
+        assert_eq!(started.epoch, Some(1));
+
+        // West takes over: epoch 2. East's writes are refused from now on, and write nothing.
+        let west = LeaseRecord::successor(Some(&renewed), "west", None, period, Timestamp(9));
+        assert!(!store.swap_lease(Some(&east), &west).unwrap());
+        assert!(store.swap_lease(Some(&renewed), &west).unwrap());
+        let refused = store
+            .append_fenced(
+                &run,
+                Timestamp(3_000),
+                &Actor::engine(),
+                RunEvent::StepSucceeded {
+                    step: StepName::Preflight,
+                    outcome: StepOutcome::default(),
+                },
+                Some(1),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::Fenced { epoch: 1, newer: 2 }),
+            "{refused}"
+        );
+        assert_eq!(store.load_run(&run).unwrap().unwrap().events.len(), 1);
+        let taken = store
+            .append_fenced(
+                &run,
+                Timestamp(3_000),
+                &Actor::new("daemon"),
+                RunEvent::TakenOver {
+                    daemon: "west".into(),
+                },
+                Some(2),
+            )
+            .unwrap();
+        assert_eq!(taken.seq, 2);
+        assert!(
+            store
+                .audit(Some(&run), 10)
+                .unwrap()
+                .iter()
+                .any(|e| e.action.contains("west took the run over"))
+        );
+        // Even if the lease moved on again, the log remembers epoch 2: epoch 1 stays refused.
+        assert!(matches!(
+            store.append_fenced(
+                &run,
+                Timestamp(3_500),
+                &Actor::engine(),
+                RunEvent::Paused { reason: "x".into() },
+                Some(1)
+            ),
+            Err(StoreError::Fenced { .. })
+        ));
+        // An operator's write carries no epoch and is not fenced.
+        let abort = store
+            .append(
+                &run,
+                Timestamp(4_000),
+                &alice,
+                RunEvent::AbortRequested {
+                    reason: "by hand".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(abort.epoch, None);
+        store
+            .append_fenced(
+                &run,
+                Timestamp(4_500),
+                &Actor::engine(),
+                RunEvent::StepInterrupted {
+                    step: StepName::Preflight,
+                    reason: "aborted".into(),
+                },
+                Some(2),
+            )
+            .unwrap();
+        store
+            .append_fenced(
+                &run,
+                Timestamp(5_000),
+                &Actor::engine(),
+                RunEvent::Finished {
+                    outcome: RunOutcome::Aborted,
+                },
+                Some(2),
+            )
+            .unwrap();
+        // A run created by the old epoch is refused and not stored.
+        let err = store
+            .create_run_fenced(&header("r-old"), &Actor::new("daemon"), "stale", Some(1))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+        assert!(store.load_run(&RunId::new("r-old")).unwrap().is_none());
+        assert_eq!(store.active_run().unwrap(), None);
+        // A release is a swap like any other.
+        let released = west.released(Timestamp(10));
+        assert!(store.swap_lease(Some(&west), &released).unwrap());
+        assert!(store.lease().unwrap().unwrap().released);
     }
 }

@@ -11,11 +11,12 @@
 //! A panic inside redb is caught, kept off the terminal, and reported as a damaged store.
 
 use super::{
-    AuditEntry, STORE_VERSION, Store, StoreError, StoredRun, check_version, creation_audit,
-    prepare_append, status_text,
+    AuditEntry, STORE_VERSION, Store, StoreError, StoredRun, check_fence, check_version,
+    creation_audit, lease_matches, prepare_append, status_text,
 };
 use crate::core::decision::Automation;
 use crate::core::ids::{Actor, RunId};
+use crate::core::lease::LeaseRecord;
 use crate::core::run::{EventRecord, RunEvent, RunHeader, Trigger};
 use crate::core::time::Timestamp;
 use redb::backends::InMemoryBackend;
@@ -33,6 +34,13 @@ const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const MAGIC: &[u8] = b"redb";
+
+/// The META key of the leader lease.
+const LEASE_KEY: &str = "lease";
+/// The META keys of the daemons' statuses: this prefix and the daemon's id. A store written
+/// before several daemons shared one holds a single status under `daemon_status`.
+const STATUS_PREFIX: &str = "daemon_status/";
+const LEGACY_STATUS_KEY: &str = "daemon_status";
 
 /// How many times a copy that fails its check is taken again while the file keeps changing
 /// (another process committing while it was read).
@@ -340,9 +348,19 @@ impl RedbStore {
         if let Some(text) = meta.get("automation").map_err(|e| self.damaged(e))? {
             self.decode::<Automation>("automation", text.value().as_bytes())?;
         }
-        if let Some(text) = meta.get("daemon_status").map_err(|e| self.damaged(e))? {
+        for item in meta
+            .range(LEGACY_STATUS_KEY..)
+            .map_err(|e| self.damaged(e))?
+        {
+            let (key, text) = item.map_err(|e| self.damaged(e))?;
+            if !key.value().starts_with(LEGACY_STATUS_KEY) {
+                break;
+            }
             serde_json::from_str::<serde_json::Value>(text.value())
                 .map_err(|e| self.damaged(format!("daemon status: {e}")))?;
+        }
+        if let Some(text) = meta.get(LEASE_KEY).map_err(|e| self.damaged(e))? {
+            self.decode::<LeaseRecord>("lease", text.value().as_bytes())?;
         }
         Ok(())
     }
@@ -473,13 +491,28 @@ impl ReadTables for redb::WriteTransaction {
 
 /// The store's operations, unguarded; `Store` runs each inside `guarded`.
 impl RedbStore {
+    fn read_lease(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static str>,
+    ) -> Result<Option<LeaseRecord>, StoreError> {
+        match meta.get(LEASE_KEY).map_err(|e| self.io(e))? {
+            Some(text) => Ok(Some(self.decode("lease", text.value().as_bytes())?)),
+            None => Ok(None),
+        }
+    }
+
     fn raw_create_run(
         &self,
         header: &RunHeader,
         actor: &Actor,
         reason: &str,
+        epoch: Option<u64>,
     ) -> Result<(), StoreError> {
         let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
+        {
+            let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            check_fence(epoch, self.read_lease(&meta)?.as_ref())?;
+        }
         // A pause recorded after the daemon decided still stops its run: checked in the same
         // write transaction that creates the run.
         if matches!(header.trigger, Trigger::Automatic { .. }) {
@@ -555,12 +588,17 @@ impl RedbStore {
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
+        epoch: Option<u64>,
     ) -> Result<EventRecord, StoreError> {
         let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
+        {
+            let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            check_fence(epoch, self.read_lease(&meta)?.as_ref())?;
+        }
         let stored = self
             .read_run(&txn, run)?
             .ok_or_else(|| StoreError::NoSuchRun(run.clone()))?;
-        let (record, finished) = prepare_append(&stored, at, actor, event)?;
+        let (record, finished) = prepare_append(&stored, at, actor, event, epoch)?;
         let record_bytes = self.encode(&record)?;
         let audit_bytes = self.encode(&AuditEntry::of_event(run, &record))?;
         {
@@ -683,44 +721,84 @@ impl RedbStore {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    fn raw_daemon_status(&self) -> Result<Option<String>, StoreError> {
+    fn raw_daemon_statuses(&self) -> Result<Vec<(String, String)>, StoreError> {
         let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
         let meta = txn.open_table(META).map_err(|e| self.io(e))?;
-        let value = meta
-            .get("daemon_status")
-            .map_err(|e| self.io(e))?
-            .map(|v| v.value().to_string());
-        Ok(value)
+        let mut statuses = Vec::new();
+        for item in meta.range(LEGACY_STATUS_KEY..).map_err(|e| self.io(e))? {
+            let (key, text) = item.map_err(|e| self.io(e))?;
+            let key = key.value();
+            if key == LEGACY_STATUS_KEY {
+                statuses.push(("daemon".to_string(), text.value().to_string()));
+            } else if let Some(id) = key.strip_prefix(STATUS_PREFIX) {
+                statuses.push((id.to_string(), text.value().to_string()));
+            } else if !key.starts_with(LEGACY_STATUS_KEY) {
+                break;
+            }
+        }
+        Ok(statuses)
     }
 
-    fn raw_put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+    fn raw_put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), StoreError> {
         let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            meta.insert("daemon_status", json).map_err(|e| self.io(e))?;
+            // The status of a daemon that ran before statuses were kept per daemon is replaced.
+            meta.remove(LEGACY_STATUS_KEY).map_err(|e| self.io(e))?;
+            meta.insert(format!("{STATUS_PREFIX}{daemon}").as_str(), json)
+                .map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
+    }
+
+    fn raw_lease(&self) -> Result<Option<LeaseRecord>, StoreError> {
+        let txn = self.reader()?.begin_read().map_err(|e| self.io(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+        self.read_lease(&meta)
+    }
+
+    fn raw_swap_lease(
+        &self,
+        expected: Option<&LeaseRecord>,
+        next: &LeaseRecord,
+    ) -> Result<bool, StoreError> {
+        let text = String::from_utf8(self.encode(next)?).map_err(|e| self.io(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            if !lease_matches(self.read_lease(&meta)?.as_ref(), expected) {
+                return Ok(false);
+            }
+            meta.insert(LEASE_KEY, text.as_str())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(true)
     }
 }
 
 impl Store for RedbStore {
-    fn create_run(
+    fn create_run_fenced(
         &self,
         header: &RunHeader,
         actor: &Actor,
         reason: &str,
+        epoch: Option<u64>,
     ) -> Result<(), StoreError> {
-        guarded(&self.path, || self.raw_create_run(header, actor, reason))
+        guarded(&self.path, || {
+            self.raw_create_run(header, actor, reason, epoch)
+        })
     }
 
-    fn append(
+    fn append_fenced(
         &self,
         run: &RunId,
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
+        epoch: Option<u64>,
     ) -> Result<EventRecord, StoreError> {
-        guarded(&self.path, || self.raw_append(run, at, actor, event))
+        guarded(&self.path, || self.raw_append(run, at, actor, event, epoch))
     }
 
     fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
@@ -755,12 +833,24 @@ impl Store for RedbStore {
         guarded(&self.path, || self.raw_set_automation(automation, audit))
     }
 
-    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
-        guarded(&self.path, || self.raw_daemon_status())
+    fn daemon_statuses(&self) -> Result<Vec<(String, String)>, StoreError> {
+        guarded(&self.path, || self.raw_daemon_statuses())
     }
 
-    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
-        guarded(&self.path, || self.raw_put_daemon_status(json))
+    fn put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), StoreError> {
+        guarded(&self.path, || self.raw_put_daemon_status(daemon, json))
+    }
+
+    fn lease(&self) -> Result<Option<LeaseRecord>, StoreError> {
+        guarded(&self.path, || self.raw_lease())
+    }
+
+    fn swap_lease(
+        &self,
+        expected: Option<&LeaseRecord>,
+        next: &LeaseRecord,
+    ) -> Result<bool, StoreError> {
+        guarded(&self.path, || self.raw_swap_lease(expected, next))
     }
 }
 
@@ -773,6 +863,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
         super::super::contract::check(&store);
+        let store = RedbStore::open(&dir.path().join("lease.redb")).unwrap();
+        super::super::contract::check_lease(&store);
     }
 
     #[test]

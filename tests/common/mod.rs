@@ -96,6 +96,7 @@ pub fn engine(store: Arc<dyn Store>, sim: &Arc<SimProvider>, clock: &Arc<dyn Clo
         clock: clock.clone(),
         progress: Arc::new(Silent),
         settings: EngineSettings::default(),
+        fence: Default::default(),
     }
 }
 
