@@ -128,6 +128,54 @@ pub(super) fn render(state: &ApiState, cache: &Cache) -> Result<String, ApiError
         );
     }
 
+    family(
+        &mut out,
+        "dr_leader",
+        "gauge",
+        "1 while this daemon holds the leader lease and acts, 0 while it stands by.",
+    );
+    if let Some(status) = &status {
+        let leads = status.lease.as_ref().is_none_or(|l| l.role == "leader");
+        let _ = writeln!(
+            out,
+            "dr_leader{{daemon=\"{}\",region=\"{}\"}} {}",
+            label(&status.daemon),
+            label(
+                &status
+                    .region
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            ),
+            u8::from(leads)
+        );
+        family(
+            &mut out,
+            "dr_lease_epoch",
+            "gauge",
+            "The leader lease's epoch as this daemon last saw it: it grows by one at every takeover.",
+        );
+        let _ = writeln!(
+            out,
+            "dr_lease_epoch {}",
+            status.lease.as_ref().and_then(|l| l.epoch).unwrap_or(0)
+        );
+    }
+    let daemons = crate::daemon::DaemonStatus::read_all(store.as_ref()).unwrap_or_default();
+    family(
+        &mut out,
+        "dr_daemons",
+        "gauge",
+        "Daemons sharing the store, by the role each last published.",
+    );
+    for role in ["leader", "standby"] {
+        let count = daemons
+            .iter()
+            .filter(|d| d.lease.as_ref().map_or("leader", |l| l.role.as_str()) == role)
+            .count();
+        let _ = writeln!(out, "dr_daemons{{role=\"{role}\"}} {count}");
+    }
+
     let automation = store.automation()?;
     family(
         &mut out,

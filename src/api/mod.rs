@@ -419,6 +419,14 @@ async fn status(
             .as_ref()
             .map(|d| d.follow_ups.clone())
             .unwrap_or_default(),
+        daemon: daemon.as_ref().map(|d| d.daemon.clone()),
+        daemon_region: daemon.as_ref().and_then(|d| d.region.clone()),
+        lease: daemon.as_ref().and_then(|d| d.lease.clone()),
+        daemons: crate::daemon::DaemonStatus::read_all(state.engine.store.as_ref())
+            .unwrap_or_default()
+            .iter()
+            .map(crate::api::view::DaemonView::of)
+            .collect(),
     }))
 }
 

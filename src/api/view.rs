@@ -154,6 +154,54 @@ pub struct StatusView {
     /// Record changes a run left for when Route53's control plane answers again.
     #[serde(default)]
     pub follow_ups: Vec<crate::daemon::follow_up::FollowUpStatus>,
+    /// The daemon that answers, and the lease as it sees it: leader or standby, the epoch, the
+    /// leader.
+    #[serde(default)]
+    pub daemon: Option<String>,
+    /// Its region.
+    #[serde(default)]
+    pub daemon_region: Option<RegionName>,
+    /// The lease as it sees it.
+    #[serde(default)]
+    pub lease: Option<crate::leader::LeaseStatus>,
+    /// Every daemon sharing the store, as each last published.
+    #[serde(default)]
+    pub daemons: Vec<DaemonView>,
+}
+
+/// One daemon sharing the store, as it last published its status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonView {
+    /// Its id.
+    pub daemon: String,
+    /// Its region.
+    pub region: Option<RegionName>,
+    /// `leader` or `standby`, as it last said.
+    pub role: String,
+    /// The lease epoch it last saw.
+    pub epoch: Option<u64>,
+    /// When it last published, on its clock.
+    pub observed_at: Timestamp,
+    /// Its ticks so far.
+    pub tick: u64,
+}
+
+impl DaemonView {
+    /// The view of a published status.
+    pub fn of(status: &crate::daemon::DaemonStatus) -> DaemonView {
+        DaemonView {
+            daemon: status.daemon.clone(),
+            region: status.region.clone(),
+            role: status
+                .lease
+                .as_ref()
+                .map(|l| l.role.clone())
+                .unwrap_or_else(|| "leader".into()),
+            epoch: status.lease.as_ref().and_then(|l| l.epoch),
+            observed_at: status.at,
+            tick: status.tick,
+        }
+    }
 }
 
 /// The answer of pause, unpause and ack.

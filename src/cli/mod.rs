@@ -439,23 +439,68 @@ fn run(cli: Cli) -> CliResult {
         Command::Validate { file } => validate(file.unwrap_or(cli.config), json),
         Command::Drill(args) => {
             let ctx = Ctx {
-                config: config::load(&cli.config)?,
+                config: load_config(&cli.config)?,
                 json,
             };
             drill::drill(&ctx, args)
         }
         command => {
             let ctx = Ctx {
-                config: config::load(&cli.config)?,
+                config: load_config(&cli.config)?,
                 json,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| context::internal(format!("cannot start the runtime: {e}")))?;
+            // The daemon keeps its lease, watches, executes and serves its API at once, and a
+            // shared store's calls block while they wait on the network: more than one thread.
+            let runtime = if matches!(command, Command::Daemon(_)) {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .map_err(|e| context::internal(format!("cannot start the runtime: {e}")))?;
             runtime.block_on(dispatch(ctx, command))
         }
     }
+}
+
+/// The config, with the daemon's identity from the environment when it is set there
+/// (`DR_DAEMON_ID`, `DR_DAEMON_REGION`): one config file serves the daemons of every region.
+fn load_config(path: &std::path::Path) -> Result<config::Config, CliError> {
+    let mut config = config::load(path)?;
+    if let Some(id) = std::env::var("DR_DAEMON_ID")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        let id = id.trim().to_string();
+        if id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
+            return Err(CliError::bad_input(
+                "DR_DAEMON_ID must be at most 128 printable characters, without '/'",
+            ));
+        }
+        config.daemon.id = Some(id);
+    }
+    if let Some(region) = std::env::var("DR_DAEMON_REGION")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        let region = region.trim();
+        let valid = region.contains('-')
+            && region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(CliError::bad_input(format!(
+                "DR_DAEMON_REGION `{}` is not an AWS region name such as \"us-west-2\"",
+                render::safe(region)
+            )));
+        }
+        config.daemon.region = Some(crate::core::ids::RegionName::new(region));
+    }
+    Ok(config)
 }
 
 async fn dispatch(ctx: Ctx, command: Command) -> CliResult {

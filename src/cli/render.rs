@@ -86,6 +86,10 @@ pub struct Status {
     pub daemon: Option<crate::daemon::DaemonStatus>,
     /// Automation switches.
     pub automation: crate::core::decision::Automation,
+    /// The leader lease as stored.
+    pub lease: Option<crate::core::lease::LeaseRecord>,
+    /// Every daemon sharing the store, as each last published.
+    pub daemons: Vec<crate::api::view::DaemonView>,
     /// Why some of the world could not be read (each distinct error once).
     pub problems: Vec<String>,
 }
@@ -171,6 +175,50 @@ pub fn status_text(status: &Status, active: Option<&StoredRun>) -> String {
                 .map(|a| safe(a.as_str()))
                 .unwrap_or_default(),
             safe(&status.automation.reason.clone().unwrap_or_default())
+        );
+    }
+    match &status.lease {
+        Some(lease) if !lease.released => {
+            let _ = writeln!(
+                out,
+                "Leader: {}{}, lease epoch {} (renewed {} times)",
+                safe(&lease.holder),
+                lease
+                    .region
+                    .as_ref()
+                    .map(|r| format!(" ({})", safe(r.as_str())))
+                    .unwrap_or_default(),
+                lease.epoch,
+                lease.beat
+            );
+        }
+        Some(lease) => {
+            let _ = writeln!(
+                out,
+                "Leader: none; {} released the lease (epoch {}), and the next daemon takes it at once",
+                safe(&lease.holder),
+                lease.epoch
+            );
+        }
+        None => {}
+    }
+    for standby in status.daemons.iter().filter(|d| {
+        d.role != "leader"
+            && status
+                .lease
+                .as_ref()
+                .is_none_or(|l| l.released || l.holder != d.daemon)
+    }) {
+        let _ = writeln!(
+            out,
+            "Standby: {}{}, last published {} ago",
+            safe(&standby.daemon),
+            standby
+                .region
+                .as_ref()
+                .map(|r| format!(" ({})", safe(r.as_str())))
+                .unwrap_or_default(),
+            fmt_duration(status.now.since(standby.observed_at))
         );
     }
     match &status.daemon {

@@ -96,9 +96,16 @@ pub async fn status(ctx: &Ctx) -> CliResult {
     };
     let automation = store.automation()?;
     let writer_unread = writer.is_none();
+    let daemons = DaemonStatus::read_all(store.as_ref())
+        .unwrap_or_default()
+        .iter()
+        .map(crate::api::view::DaemonView::of)
+        .collect();
     let status = render::Status {
         daemon,
         automation,
+        lease: store.lease()?,
+        daemons,
         now: backend.clock.now(),
         backend: format!("{:?}", config.backend).to_lowercase(),
         writer_region: writer.map(|w| w.to_string()),

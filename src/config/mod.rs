@@ -520,7 +520,7 @@ impl Checker<'_> {
                         q,
                         "detection.quorum",
                         format!(
-                            "must be from 2 to {}: one vantage point alone cannot tell a dead region from a cut between dr and the region, and there are {} kinds (route53, probe, database)",
+                            "must be from 2 to {}: one vantage point alone cannot tell a dead region from a cut between dr and the region, and there are {} kinds (route53, probe, database, and peer: the other daemons' probes when several share the store)",
                             Signal::ALL.len(),
                             Signal::ALL.len()
                         ),

@@ -33,11 +33,20 @@ pub enum Signal {
     /// growing as fast as time passes. It only ever witnesses a failure: replication that flows
     /// shows the database alive, not the region serving, so it is never a healthy vote.
     Database,
+    /// The probes of the other daemons sharing the store, each from its own region: healthy if
+    /// any of them reached `/health`, unhealthy if all that answered could not. Present only
+    /// when another daemon published a fresh status.
+    Peer,
 }
 
 impl Signal {
     /// Every signal, in display order.
-    pub const ALL: [Signal; 3] = [Signal::Route53, Signal::Probe, Signal::Database];
+    pub const ALL: [Signal; 4] = [
+        Signal::Route53,
+        Signal::Probe,
+        Signal::Database,
+        Signal::Peer,
+    ];
 
     /// The signal in words, for reasons and alerts.
     pub fn describe(self) -> &'static str {
@@ -45,6 +54,7 @@ impl Signal {
             Signal::Route53 => "Route53's health check",
             Signal::Probe => "dr's own probe",
             Signal::Database => "the database's replication",
+            Signal::Peer => "the other daemons' probes",
         }
     }
 }
@@ -55,6 +65,7 @@ impl fmt::Display for Signal {
             Signal::Route53 => "route53",
             Signal::Probe => "probe",
             Signal::Database => "database",
+            Signal::Peer => "peer",
         })
     }
 }

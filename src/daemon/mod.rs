@@ -104,6 +104,9 @@ pub struct RegionStatus {
     /// The database's view (from the other regions), when it witnessed a stall.
     #[serde(default)]
     pub database: Option<Observation>,
+    /// The other daemons' probes, when another daemon shares the store.
+    #[serde(default)]
+    pub peer: Option<Observation>,
     /// Last known lag, seconds.
     pub lag_seconds: Option<f64>,
     /// Lag above the alert threshold.
@@ -260,6 +263,11 @@ pub struct Daemon {
     /// The epoch this daemon acts under, once it has taken over as leader.
     acting: Option<u64>,
     ticks: u64,
+    /// The other daemons' published ticks, and when each last changed on this daemon's clock.
+    peers: BTreeMap<String, (u64, tokio::time::Instant)>,
+    /// The lease is kept by a task of `run`; without it (a test ticking by hand) each tick
+    /// keeps it.
+    keeper: bool,
 }
 
 impl Daemon {
@@ -320,7 +328,55 @@ impl Daemon {
             leadership,
             acting: None,
             ticks: 0,
+            peers: BTreeMap::new(),
+            keeper: false,
         }
+    }
+
+    /// The other daemons' probes of each region, from their fresh statuses: healthy if any
+    /// reached it, unhealthy if every one that answered could not. A status is fresh while its
+    /// tick keeps changing on this daemon's clock (no wall clocks compared): at most two polls
+    /// without a change.
+    fn peer_probes(&mut self) -> Result<BTreeMap<RegionName, Observation>, DaemonError> {
+        let mut verdicts: BTreeMap<RegionName, Observation> = BTreeMap::new();
+        let statuses = match DaemonStatus::read_all(self.engine.store.as_ref()) {
+            Ok(statuses) => statuses,
+            Err(problem) => {
+                tracing::warn!(problem = %problem, "the other daemons' statuses cannot be read");
+                return Ok(verdicts);
+            }
+        };
+        let now = tokio::time::Instant::now();
+        let stale_after = self.settings.poll_interval * 2;
+        for status in statuses {
+            if status.daemon == self.leadership.id {
+                continue;
+            }
+            let seen = self
+                .peers
+                .entry(status.daemon.clone())
+                .or_insert((status.tick, now));
+            if seen.0 != status.tick {
+                *seen = (status.tick, now);
+            }
+            if now.saturating_duration_since(seen.1) > stale_after {
+                continue;
+            }
+            for region in &status.regions {
+                let Some(probe) = region.probe else { continue };
+                let merged = match (verdicts.get(&region.region), probe) {
+                    (Some(Observation::Healthy), _) | (_, Observation::Healthy) => {
+                        Observation::Healthy
+                    }
+                    (Some(Observation::Unhealthy), _) | (_, Observation::Unhealthy) => {
+                        Observation::Unhealthy
+                    }
+                    _ => Observation::Unknown,
+                };
+                verdicts.insert(region.region.clone(), merged);
+            }
+        }
+        Ok(verdicts)
     }
 
     /// This daemon's lease.
@@ -440,7 +496,8 @@ impl Daemon {
         self.leadership
             .round(self.engine.store.as_ref(), clock.now());
         let keeper_stop = CancellationToken::new();
-        let keeper = self.keep_lease(keeper_stop.clone());
+        let keeper = AbortOnDrop(Some(self.keep_lease(keeper_stop.clone())));
+        self.keeper = true;
         tracing::info!(daemon = %self.leadership.id, regions = self.trackers.len(), poll = %fmt_duration(self.settings.poll_interval), "daemon watching");
         loop {
             // Ticks start every poll interval, however long the last one took.
@@ -461,7 +518,7 @@ impl Daemon {
         }
         self.stop().await;
         keeper_stop.cancel();
-        let _ = keeper.await;
+        keeper.join().await;
         // Handing over at once instead of a lease period later (a rolling update, a drain).
         self.leadership
             .release(self.engine.store.as_ref(), clock.now());
@@ -580,6 +637,10 @@ impl Daemon {
     /// One observation, decision and action. Returns the decision.
     pub async fn tick(&mut self) -> Result<Decision, DaemonError> {
         self.ticks += 1;
+        if !self.keeper {
+            self.leadership
+                .round(self.engine.store.as_ref(), self.clock().now());
+        }
         self.follow_lease(self.clock().now())?;
         let observer = self.observer();
         let writer = observer.writer().await.ok();
@@ -609,9 +670,18 @@ impl Daemon {
             }
         }
         let writer_stalled = secondaries_read > 0 && secondaries_stalled == secondaries_read;
+        // The other daemons' probes are vantage points for the leader, which decides.
+        let peers = if self.acting.is_some() {
+            self.peer_probes()?
+        } else {
+            BTreeMap::new()
+        };
         for (region, reading) in regions.iter().zip(&round.regions) {
             let stalled = writer_stalled && self.writer.as_ref() == Some(&region.name);
-            let signals = round.signals(reading, stalled);
+            let mut signals = round.signals(reading, stalled);
+            if let Some(peer) = peers.get(&region.name) {
+                signals = signals.with(Signal::Peer, *peer);
+            }
             self.engine.progress.observed(now, &region.name, &signals);
             if let Some(tracker) = self.trackers.get_mut(&region.name) {
                 tracker.observe(signals, now, &self.settings.detect);
@@ -985,6 +1055,10 @@ impl Daemon {
                             .last
                             .as_ref()
                             .and_then(|s| s.0.get(&Signal::Database).copied()),
+                        peer: tracker
+                            .last
+                            .as_ref()
+                            .and_then(|s| s.0.get(&Signal::Peer).copied()),
                         lag_seconds: lag.map(|l| l.as_secs_f64()),
                         lag_alert: lag.is_some_and(|l| l > self.settings.lag_alert),
                     }
@@ -1001,6 +1075,42 @@ impl Daemon {
             region: self.leadership.region.clone(),
             lease: Some(self.leadership.status()),
             tick: self.ticks,
+        }
+    }
+}
+
+/// A task that dies with its owner: the daemon's lease keeper stops when the daemon's future is
+/// dropped (its task aborted), as it would with the process.
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    /// A daemon dropped without `stop` (its task aborted: the process died) takes its tasks
+    /// with it: the run it was executing stops where it is, as with SIGKILL.
+    fn drop(&mut self) {
+        for handle in [self.scaler.take(), self.follow_up.take()]
+            .into_iter()
+            .flatten()
+        {
+            handle.abort();
+        }
+        if let Some(handle) = self.executor.take() {
+            handle.abort();
         }
     }
 }
