@@ -208,3 +208,165 @@ pub fn reason(given: &Option<String>, what: &str) -> Result<String, CliError> {
 pub fn internal(message: impl Into<String>) -> CliError {
     CliError::new(exit::INTERNAL, message)
 }
+
+/// What lets this process carry runs out: the file store's executor lock (no other process can
+/// act on that store), or the shared store's leader lease, kept renewed while it is held.
+pub enum Executor {
+    /// The executor lock of the redb file, held for as long as this value lives.
+    File(#[allow(dead_code)] crate::store::ExecutorLock),
+    /// The leader lease of a shared store.
+    Lease(LeaseGuard),
+}
+
+impl Executor {
+    /// The fence the engine writes under: none behind a file lock, the lease's epoch otherwise.
+    pub fn fence(&self) -> crate::leader::Fence {
+        match self {
+            Executor::File(_) => crate::leader::Fence(None),
+            Executor::Lease(guard) => crate::leader::Fence(Some(guard.leadership.clone())),
+        }
+    }
+}
+
+/// A leader lease this command holds: renewed in the background, released when dropped.
+pub struct LeaseGuard {
+    leadership: Arc<crate::leader::Leadership>,
+    store: Arc<dyn Store>,
+    stop: tokio_util::sync::CancellationToken,
+    keeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        self.leadership.release(
+            self.store.as_ref(),
+            Timestamp::from_system_time(std::time::SystemTime::now()),
+        );
+    }
+}
+
+impl Ctx {
+    /// Takes what lets this command carry runs out on `store`, or says who has it. On a shared
+    /// store that is the leader lease: free or released, it is taken at once; held, this
+    /// command watches it for up to a lease period, and takes it only if nobody renews it (its
+    /// holder is gone). A live holder is named, as the file lock's holder is.
+    pub async fn executor(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<Executor, crate::store::LockError> {
+        use crate::leader::{Change, Leadership};
+        use crate::store::LockError;
+        if matches!(self.config.store, crate::config::StoreBackend::Redb) {
+            return crate::store::ExecutorLock::acquire(&self.config.store_path, &holder())
+                .map(Executor::File);
+        }
+        let id = format!("dr command (pid {})", std::process::id());
+        let leadership = Arc::new(Leadership::new(
+            &id,
+            self.config.daemon.region.clone(),
+            self.config.daemon.lease,
+        ));
+        let unusable = |detail: String| LockError::Io {
+            path: std::path::PathBuf::from("the shared store's leader lease"),
+            detail,
+        };
+        let first = store.lease().map_err(|e| unusable(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let patience = leadership.terms.period + leadership.terms.renew_every * 2;
+        let mut told = false;
+        loop {
+            let now = Timestamp::from_system_time(std::time::SystemTime::now());
+            if let Change::Won(_) = leadership.round(store.as_ref(), now) {
+                break;
+            }
+            if let Some(error) = leadership.status().store_error {
+                return Err(unusable(error));
+            }
+            let current = store.lease().map_err(|e| unusable(e.to_string()))?;
+            let holder_text = |l: &crate::core::lease::LeaseRecord| {
+                let what = if l.holder.starts_with("dr command") {
+                    "the"
+                } else {
+                    "the daemon"
+                };
+                format!("{what} {} (leader lease epoch {})", l.holder, l.epoch)
+            };
+            match (&first, &current) {
+                (Some(first), Some(now)) if !now.released && !first.same_write(now) => {
+                    return Err(LockError::Held {
+                        holder: holder_text(now),
+                    });
+                }
+                (None, Some(now)) if !now.released => {
+                    return Err(LockError::Held {
+                        holder: holder_text(now),
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > patience {
+                return Err(LockError::Held {
+                    holder: current
+                        .as_ref()
+                        .map(holder_text)
+                        .unwrap_or_else(|| "another process".into()),
+                });
+            }
+            if !told && let Some(current) = &current {
+                eprintln!(
+                    "dr: {} holds the leader lease; watching it for up to {} to see whether it is still renewed",
+                    render_safe(&current.holder),
+                    crate::core::time::fmt_duration(leadership.terms.period)
+                );
+                told = true;
+            }
+            tokio::time::sleep(leadership.terms.renew_every / 2).await;
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let keeper = {
+            let (leadership, store, stop) = (leadership.clone(), store.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(leadership.terms.renew_every) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+                    if let Change::Lost(why) = leadership.round(store.as_ref(), now) {
+                        eprintln!("dr: lost the leader lease ({why}); this command makes no further change");
+                    }
+                }
+            })
+        };
+        Ok(Executor::Lease(LeaseGuard {
+            leadership,
+            store: store.clone(),
+            stop,
+            keeper: Some(keeper),
+        }))
+    }
+
+    /// Who carries runs out on `store` now, if anyone: the file lock's holder, or the leader
+    /// lease's.
+    pub fn executor_holder(&self, store: &dyn Store) -> Option<String> {
+        match self.config.store {
+            crate::config::StoreBackend::Redb => {
+                crate::store::ExecutorLock::holder(&self.config.store_path)
+            }
+            crate::config::StoreBackend::Dynamodb { .. } => store
+                .lease()
+                .ok()
+                .flatten()
+                .filter(|l| !l.released)
+                .map(|l| format!("{} (leader lease epoch {})", l.holder, l.epoch)),
+        }
+    }
+}
+
+fn render_safe(text: &str) -> String {
+    super::render::safe(text)
+}

@@ -18,7 +18,21 @@ pub async fn daemon(ctx: Ctx, args: DaemonArgs) -> CliResult {
     let sinks = crate::notify::Sinks::from_env()
         .map_err(|e| CliError::bad_input(format!("notifications: {e}")))?;
     let store = ctx.store()?;
-    let lock = ExecutorLock::acquire(&ctx.config.store_path, &holder())?;
+    // On a file store, the executor lock keeps every other process off it; daemons sharing a
+    // store take turns by its leader lease instead.
+    let lock = match ctx.config.store {
+        crate::config::StoreBackend::Redb => {
+            Some(ExecutorLock::acquire(&ctx.config.store_path, &holder())?)
+        }
+        crate::config::StoreBackend::Dynamodb { .. } => {
+            if ctx.config.daemon.region.is_none() {
+                return Err(CliError::bad_input(
+                    "a daemon on a shared store needs the region it runs in: set DR_DAEMON_REGION (or [daemon] region)",
+                ));
+            }
+            None
+        }
+    };
     let backend = ctx.backend().await?;
     let config = ctx.config;
     let listener = tokio::net::TcpListener::bind(config.api_listen)

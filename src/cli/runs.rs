@@ -4,14 +4,14 @@
 //! A run's plan is built once: the value printed and confirmed is the value stored and carried
 //! out. If the writer moves while the operator reads it, the run is refused.
 
-use super::context::{Backend, Ctx, confirm, holder, reason};
+use super::context::{Backend, Ctx, Executor, confirm, reason};
 use super::{CliError, CliResult, ControlArgs, PlanArgs, RunArgs, exit, remote, render};
 use crate::core::ids::{Actor, RunId, StepName};
 use crate::core::plan::{Operation, Plan, PlanRequest, RunKind, build_plan};
 use crate::core::run::{Approval, EventRecord, RunEvent, RunStatus, Shown, StepStatus, Trigger};
 use crate::core::time::fmt_duration;
 use crate::engine::{Engine, ExecOutcome, NewRun, control, new_run_id};
-use crate::store::{ExecutorLock, LockError, Store, StoreError};
+use crate::store::{LockError, Store, StoreError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +112,7 @@ pub async fn still_current(
 pub async fn start(ctx: &Ctx, args: RunArgs, kind: RunKind) -> CliResult {
     let to = ctx.region(&args.to)?;
     let store = ctx.store()?;
-    let lock = match ExecutorLock::acquire(&ctx.config.store_path, &holder()) {
+    let lock = match ctx.executor(&store).await {
         Ok(lock) => lock,
         Err(LockError::Held { holder }) if holder.contains(" daemon") => {
             return remote::start(ctx, &args, kind, &holder).await;
@@ -156,7 +156,8 @@ pub async fn start(ctx: &Ctx, args: RunArgs, kind: RunKind) -> CliResult {
         confirm(&what, to.as_str(), args.yes)?;
         still_current(ctx, &backend, &prepared).await?;
     }
-    let engine = ctx.engine(store.clone(), &backend);
+    let mut engine = ctx.engine(store.clone(), &backend);
+    engine.fence = lock.fence();
     let id = prepared.id.clone();
     let header = engine.create_run(
         prepared.plan,
@@ -184,7 +185,7 @@ async fn execute_foreground(
     ctx: &Ctx,
     engine: &Engine,
     run: &RunId,
-    _lock: ExecutorLock,
+    _lock: Executor,
 ) -> CliResult {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -247,7 +248,7 @@ pub async fn resume(ctx: &Ctx, args: ControlArgs) -> CliResult {
         .reason
         .clone()
         .unwrap_or_else(|| "resumed by operator".into());
-    let lock = match ExecutorLock::acquire(&ctx.config.store_path, &holder()) {
+    let lock = match ctx.executor(&store).await {
         Ok(lock) => lock,
         Err(LockError::Held { holder }) if holder.contains(" daemon") => {
             // The daemon carries runs out: record the resume, it continues the run.
@@ -279,7 +280,8 @@ pub async fn resume(ctx: &Ctx, args: ControlArgs) -> CliResult {
         &why,
         backend.clock.now(),
     )?;
-    let engine = ctx.engine(store.clone(), &backend);
+    let mut engine = ctx.engine(store.clone(), &backend);
+    engine.fence = lock.fence();
     engine.progress.event(&run, &record);
     execute_foreground(ctx, &engine, &run, lock).await
 }
@@ -362,10 +364,11 @@ pub async fn approve(ctx: &Ctx, args: ControlArgs, step: Option<String>) -> CliR
         }
     }
     // Continue the run here unless another process carries it out; that one sees the approval.
-    match ExecutorLock::acquire(&ctx.config.store_path, &holder()) {
+    match ctx.executor(&store).await {
         Ok(lock) => {
             let backend = ctx.backend().await?;
-            let engine = ctx.engine(store.clone(), &backend);
+            let mut engine = ctx.engine(store.clone(), &backend);
+            engine.fence = lock.fence();
             engine.progress.event(&run, &record);
             execute_foreground(ctx, &engine, &run, lock).await
         }
@@ -389,7 +392,7 @@ pub fn abort(ctx: &Ctx, args: ControlArgs) -> CliResult {
         run.as_str(),
         args.yes,
     )?;
-    let executor_running = ExecutorLock::holder(&ctx.config.store_path).is_some();
+    let executor_running = ctx.executor_holder(store.as_ref()).is_some();
     control::abort(
         store.as_ref(),
         &run,

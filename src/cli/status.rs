@@ -9,7 +9,7 @@ use crate::core::ids::{RunId, StepName};
 use crate::core::run::StepStatus;
 use crate::core::time::fmt_duration;
 use crate::daemon::DaemonStatus;
-use crate::store::{ExecutorLock, StoreError};
+use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ pub async fn status(ctx: &Ctx) -> CliResult {
         None => None,
     };
     let last = store.list_runs(1)?.into_iter().next();
-    let executor = ExecutorLock::holder(&config.store_path);
+    let executor = ctx.executor_holder(store.as_ref());
     let daemon = match DaemonStatus::read(store.as_ref()) {
         Ok(daemon) => daemon,
         Err(problem) => {
