@@ -337,7 +337,9 @@ impl Ctx {
                     }
                     let now = Timestamp::from_system_time(std::time::SystemTime::now());
                     if let Change::Lost(why) = leadership.round(store.as_ref(), now) {
-                        eprintln!("dr: lost the leader lease ({why}); this command makes no further change");
+                        eprintln!(
+                            "dr: lost the leader lease ({why}); this command makes no further change"
+                        );
                     }
                 }
             })

@@ -569,6 +569,29 @@ fn validate(file: PathBuf, json: bool) -> CliResult {
                     .join(", ")
             ),
         }
+        match &config.store {
+            config::StoreBackend::Redb => println!(
+                "store: {} (one daemon; its executor lock keeps every other process off it)",
+                config.store_path.display()
+            ),
+            config::StoreBackend::Dynamodb {
+                table,
+                table_region,
+            } => {
+                println!(
+                    "store: DynamoDB table {table} in {}, shared by the daemons; leader lease {}",
+                    table_region
+                        .as_deref()
+                        .unwrap_or("each daemon's own region (DR_DAEMON_REGION)"),
+                    fmt_duration(config.daemon.lease)
+                );
+                if table_region.is_none() && config.daemon.region.is_none() {
+                    eprintln!(
+                        "warning: neither [store] table_region nor [daemon] region is set: each daemon needs DR_DAEMON_REGION in its environment to find the table (deploy/kubernetes/ha/ sets it)"
+                    );
+                }
+            }
+        }
         let stall = crate::core::detect::LagTrend::STALL_AFTER;
         if config.plan.rpo_budget >= config.detection.failure_window + stall {
             eprintln!(

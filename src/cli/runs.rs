@@ -181,12 +181,7 @@ pub async fn start(ctx: &Ctx, args: RunArgs, kind: RunKind) -> CliResult {
 }
 
 /// Carries `run` out in this process until it ends, needs an operator, or a signal stops it.
-async fn execute_foreground(
-    ctx: &Ctx,
-    engine: &Engine,
-    run: &RunId,
-    _lock: Executor,
-) -> CliResult {
+async fn execute_foreground(ctx: &Ctx, engine: &Engine, run: &RunId, _lock: Executor) -> CliResult {
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {

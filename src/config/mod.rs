@@ -1118,7 +1118,7 @@ mod tests {
 
     #[test]
     fn a_quorum_below_two_or_above_the_vantage_points_is_refused_with_its_line() {
-        for bad in ["1", "0", "4"] {
+        for bad in ["1", "0", "5"] {
             let text = EXAMPLE.replace("quorum = 2", &format!("quorum = {bad}"));
             expect_error(
                 &text,
@@ -1129,6 +1129,8 @@ mod tests {
         }
         let text = EXAMPLE.replace("quorum = 2", "quorum = 3");
         assert_eq!(check(&text).unwrap().detection.quorum, 3);
+        let text = EXAMPLE.replace("quorum = 2", "quorum = 4");
+        assert_eq!(check(&text).unwrap().detection.quorum, 4);
         assert_eq!(check(EXAMPLE).unwrap().detection.quorum, 2);
     }
 
@@ -1184,6 +1186,88 @@ mod tests {
             "failure_windw",
             line_of(&text, "failure_windw"),
             "unknown field",
+        );
+    }
+
+    #[test]
+    fn the_store_and_the_daemon_identity_are_checked_key_by_key() {
+        let shared = EXAMPLE.replacen(
+            "backend = \"redb\"",
+            "backend = \"dynamodb\"\ntable = \"dr-store\"\ntable_region = \"us-east-2\"",
+            1,
+        );
+        let config = check(&shared).unwrap();
+        assert_eq!(
+            config.store,
+            StoreBackend::Dynamodb {
+                table: "dr-store".into(),
+                table_region: Some("us-east-2".into())
+            }
+        );
+        assert_eq!(config.daemon.lease, Duration::from_secs(10));
+        assert_eq!(check(EXAMPLE).unwrap().store, StoreBackend::Redb);
+
+        let bad = EXAMPLE.replacen("backend = \"redb\"", "backend = \"etcd\"", 1);
+        expect_error(
+            &bad,
+            "store.backend",
+            line_of(&bad, "\"etcd\""),
+            "\"dynamodb\"",
+        );
+        let stray = EXAMPLE.replacen(
+            "backend = \"redb\"",
+            "backend = \"redb\"\ntable = \"dr-store\"",
+            1,
+        );
+        expect_error(
+            &stray,
+            "store.table",
+            line_of(&stray, "table = \"dr-store\""),
+            "only read with backend = \"dynamodb\"",
+        );
+        let name = shared.replacen("table = \"dr-store\"", "table = \"dr store!\"", 1);
+        expect_error(
+            &name,
+            "store.table",
+            line_of(&name, "dr store!"),
+            "3 to 255",
+        );
+        let region = shared.replacen("\"us-east-2\"", "\"Ohio\"", 1);
+        expect_error(
+            &region,
+            "store.table_region",
+            line_of(&region, "\"Ohio\""),
+            "not an AWS region name",
+        );
+        let lease = EXAMPLE.replacen("lease = \"10s\"", "lease = \"1s\"", 1);
+        expect_error(
+            &lease,
+            "daemon.lease",
+            line_of(&lease, "lease = \"1s\""),
+            "from 3s to 5m",
+        );
+        let lease = EXAMPLE.replacen("lease = \"10s\"", "lease = \"1h\"", 1);
+        expect_error(
+            &lease,
+            "daemon.lease",
+            line_of(&lease, "lease = \"1h\""),
+            "from 3s to 5m",
+        );
+        let id = EXAMPLE.replacen("lease = \"10s\"", "lease = \"10s\"\nid = \"a/b\"", 1);
+        expect_error(&id, "daemon.id", line_of(&id, "\"a/b\""), "without '/'");
+        let unknown = EXAMPLE.replacen("lease = \"10s\"", "leese = \"10s\"", 1);
+        expect_error(
+            &unknown,
+            "leese",
+            line_of(&unknown, "leese"),
+            "unknown field",
+        );
+        let quorum = EXAMPLE.replacen("quorum = 2", "quorum = 5", 1);
+        expect_error(
+            &quorum,
+            "detection.quorum",
+            line_of(&quorum, "quorum = 5"),
+            "from 2 to 4",
         );
     }
 
