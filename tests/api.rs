@@ -729,24 +729,26 @@ impl Breakable {
 }
 
 impl Store for Breakable {
-    fn create_run(
+    fn create_run_fenced(
         &self,
         header: &dr::core::run::RunHeader,
         actor: &dr::core::ids::Actor,
         reason: &str,
+        epoch: Option<u64>,
     ) -> Result<(), dr::store::StoreError> {
         self.check()?;
-        self.inner.create_run(header, actor, reason)
+        self.inner.create_run_fenced(header, actor, reason, epoch)
     }
-    fn append(
+    fn append_fenced(
         &self,
         run: &dr::core::ids::RunId,
         at: dr::core::time::Timestamp,
         actor: &dr::core::ids::Actor,
         event: dr::core::run::RunEvent,
+        epoch: Option<u64>,
     ) -> Result<dr::core::run::EventRecord, dr::store::StoreError> {
         self.check()?;
-        self.inner.append(run, at, actor, event)
+        self.inner.append_fenced(run, at, actor, event, epoch)
     }
     fn load_run(
         &self,
@@ -792,13 +794,25 @@ impl Store for Breakable {
         self.check()?;
         self.inner.set_automation(automation, audit)
     }
-    fn daemon_status(&self) -> Result<Option<String>, dr::store::StoreError> {
+    fn daemon_statuses(&self) -> Result<Vec<(String, String)>, dr::store::StoreError> {
         self.check()?;
-        self.inner.daemon_status()
+        self.inner.daemon_statuses()
     }
-    fn put_daemon_status(&self, json: &str) -> Result<(), dr::store::StoreError> {
+    fn put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), dr::store::StoreError> {
         self.check()?;
-        self.inner.put_daemon_status(json)
+        self.inner.put_daemon_status(daemon, json)
+    }
+    fn lease(&self) -> Result<Option<dr::core::lease::LeaseRecord>, dr::store::StoreError> {
+        self.check()?;
+        self.inner.lease()
+    }
+    fn swap_lease(
+        &self,
+        expected: Option<&dr::core::lease::LeaseRecord>,
+        next: &dr::core::lease::LeaseRecord,
+    ) -> Result<bool, dr::store::StoreError> {
+        self.check()?;
+        self.inner.swap_lease(expected, next)
     }
 }
 

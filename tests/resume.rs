@@ -62,22 +62,24 @@ impl CrashingStore {
 }
 
 impl Store for CrashingStore {
-    fn create_run(
+    fn create_run_fenced(
         &self,
         header: &RunHeader,
         actor: &Actor,
         reason: &str,
+        epoch: Option<u64>,
     ) -> Result<(), StoreError> {
         self.alive()?;
-        self.inner.create_run(header, actor, reason)
+        self.inner.create_run_fenced(header, actor, reason, epoch)
     }
 
-    fn append(
+    fn append_fenced(
         &self,
         run: &RunId,
         at: Timestamp,
         actor: &Actor,
         event: RunEvent,
+        epoch: Option<u64>,
     ) -> Result<EventRecord, StoreError> {
         self.alive()?;
         let n = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
@@ -85,7 +87,7 @@ impl Store for CrashingStore {
             self.die();
             return self.alive().map(|_| unreachable!());
         }
-        let record = self.inner.append(run, at, actor, event)?;
+        let record = self.inner.append_fenced(run, at, actor, event, epoch)?;
         if matches!(self.crash, Crash::AfterAppend(k) if k == n) {
             self.die();
             self.alive()?;
@@ -132,14 +134,28 @@ impl Store for CrashingStore {
         self.inner.set_automation(automation, audit)
     }
 
-    fn daemon_status(&self) -> Result<Option<String>, StoreError> {
+    fn daemon_statuses(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.alive()?;
-        self.inner.daemon_status()
+        self.inner.daemon_statuses()
     }
 
-    fn put_daemon_status(&self, json: &str) -> Result<(), StoreError> {
+    fn put_daemon_status(&self, daemon: &str, json: &str) -> Result<(), StoreError> {
         self.alive()?;
-        self.inner.put_daemon_status(json)
+        self.inner.put_daemon_status(daemon, json)
+    }
+
+    fn lease(&self) -> Result<Option<dr::core::lease::LeaseRecord>, StoreError> {
+        self.alive()?;
+        self.inner.lease()
+    }
+
+    fn swap_lease(
+        &self,
+        expected: Option<&dr::core::lease::LeaseRecord>,
+        next: &dr::core::lease::LeaseRecord,
+    ) -> Result<bool, StoreError> {
+        self.alive()?;
+        self.inner.swap_lease(expected, next)
     }
 }
 
