@@ -65,6 +65,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every DynamoDB operation the store calls: exactly what the table's IAM policy grants
+/// (`deploy/dynamodb/`). `tests/runbooks.rs` checks the source calls these and no other, and
+/// `tests/deploy.rs` that the templates' policies grant exactly these.
+pub const OPERATIONS: &[&str] = &["DescribeTable", "GetItem", "PutItem", "UpdateItem", "Query"];
+
 /// Where the store's table is and how long its calls may take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DynamoSettings {

@@ -12,7 +12,7 @@ mod lock;
 mod memory;
 mod redb_store;
 
-pub use dynamo::{DynamoSettings, DynamoStore};
+pub use dynamo::{DynamoSettings, DynamoStore, OPERATIONS as DYNAMODB_OPERATIONS};
 pub use lock::{ExecutorLock, Holder, LockError};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
