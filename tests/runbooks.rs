@@ -307,9 +307,17 @@ fn pascal(snake: &str) -> String {
 
 /// Every SDK operation the AWS providers call: each `client.<operation>()` in their source.
 fn sdk_calls_in_source() -> std::collections::BTreeSet<String> {
+    let paths = std::fs::read_dir(root().join("src/provider/aws"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect::<Vec<_>>();
+    sdk_calls_in(&paths)
+}
+
+/// The SDK operations `client.<operation>()` called in `paths`, outside their test modules.
+fn sdk_calls_in(paths: &[std::path::PathBuf]) -> std::collections::BTreeSet<String> {
     let mut calls = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(root().join("src/provider/aws")).unwrap() {
-        let path = entry.unwrap().path();
+    for path in paths {
         let source = std::fs::read_to_string(&path).unwrap();
         // Test modules call mocks, not AWS.
         let source = source.split("#[cfg(test)]").next().unwrap();
@@ -346,6 +354,23 @@ fn the_aws_code_calls_exactly_the_operations_it_declares() {
     assert_eq!(
         called, declared,
         "src/provider/aws calls an SDK operation that dr::provider::aws::OPERATIONS (and so the IAM policy) lacks, or the list names one never called"
+    );
+}
+
+#[test]
+fn the_dynamodb_store_calls_exactly_the_operations_its_table_policy_grants() {
+    let called = sdk_calls_in(&[root().join("src/store/dynamo.rs")]);
+    let declared: std::collections::BTreeSet<String> = dr::store::DYNAMODB_OPERATIONS
+        .iter()
+        .map(|op| op.to_string())
+        .collect();
+    assert!(
+        !called.is_empty(),
+        "no DynamoDB call found in src/store/dynamo.rs"
+    );
+    assert_eq!(
+        called, declared,
+        "src/store/dynamo.rs calls a DynamoDB operation that dr::store::DYNAMODB_OPERATIONS (and so the table's policy in deploy/dynamodb/) lacks, or the list names one never called"
     );
 }
 

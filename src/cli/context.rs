@@ -67,18 +67,57 @@ impl Ctx {
         })
     }
 
-    /// The store, opened for writing (created when missing).
+    /// The store, opened for writing (a file store is created when missing).
     pub fn store(&self) -> Result<Arc<dyn Store>, CliError> {
-        Ok(Arc::new(RedbStore::open(&self.config.store_path)?))
+        match &self.config.store {
+            crate::config::StoreBackend::Redb => {
+                Ok(Arc::new(RedbStore::open(&self.config.store_path)?))
+            }
+            crate::config::StoreBackend::Dynamodb { .. } => self.shared_store(),
+        }
     }
 
     /// The store for a command that only reads: never opened for writing, never created. With
-    /// no store yet it is empty.
+    /// no store yet it is empty. A shared store is the table itself; these commands only read
+    /// it.
     pub fn store_read_only(&self) -> Result<Arc<dyn Store>, CliError> {
-        Ok(match RedbStore::open_read_only(&self.config.store_path)? {
-            Some(store) => Arc::new(store),
-            None => Arc::new(MemoryStore::default()),
-        })
+        match &self.config.store {
+            crate::config::StoreBackend::Redb => {
+                Ok(match RedbStore::open_read_only(&self.config.store_path)? {
+                    Some(store) => Arc::new(store),
+                    None => Arc::new(MemoryStore::default()),
+                })
+            }
+            crate::config::StoreBackend::Dynamodb { .. } => self.shared_store(),
+        }
+    }
+
+    /// The DynamoDB store: the table in `[store] table_region`, else in this daemon's region.
+    fn shared_store(&self) -> Result<Arc<dyn Store>, CliError> {
+        let crate::config::StoreBackend::Dynamodb {
+            table,
+            table_region,
+        } = &self.config.store
+        else {
+            return Err(internal("not a shared store"));
+        };
+        let region = table_region
+            .clone()
+            .or_else(|| self.config.daemon.region.as_ref().map(|r| r.to_string()))
+            .ok_or_else(|| {
+                CliError::bad_input(format!(
+                    "the DynamoDB store's region is not known: set [store] table_region in {}, or DR_DAEMON_REGION to the region this runs in (its replica of a global table)",
+                    self.config.path.display()
+                ))
+            })?;
+        let settings = crate::store::DynamoSettings {
+            table: table.clone(),
+            region,
+            endpoint_url: self.config.aws.endpoint_url.clone(),
+            profile: self.config.aws.profile.clone(),
+            ..crate::store::DynamoSettings::default()
+        };
+        Ok(Arc::new(crate::store::DynamoStore::connect(&settings)?))
     }
 
     /// The time to stamp an operator's command with: the simulator's when it is in use, else

@@ -1,15 +1,18 @@
 //! The checkpoint store: runs, their event logs, and the audit log. The single truth for the
 //! daemon, the CLI and the API.
 //!
-//! `Store` is a small synchronous trait with two implementations: `RedbStore` (durable, every
-//! commit fsynced) and `MemoryStore` (tests and drills). Both check each appended event with the
-//! core's transition function inside the same transaction that writes it, and both enforce one
-//! unfinished run at a time. The store never decides what a run does next.
+//! `Store` is a small synchronous trait with three implementations: `RedbStore` (durable, every
+//! commit fsynced), `MemoryStore` (tests and drills) and `DynamoStore` (a DynamoDB table the
+//! daemons of several regions share). Each checks every appended event with the core's
+//! transition function before writing it, and each enforces one unfinished run at a time. The
+//! store never decides what a run does next.
 
+mod dynamo;
 mod lock;
 mod memory;
 mod redb_store;
 
+pub use dynamo::{DynamoSettings, DynamoStore, OPERATIONS as DYNAMODB_OPERATIONS};
 pub use lock::{ExecutorLock, Holder, LockError};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
