@@ -35,12 +35,16 @@ pub struct Ready {
 }
 
 impl Service {
-    /// Sets the daemon and the API up over one engine.
+    /// Sets the daemon and the API up over one engine, fenced by the daemon's lease: the API
+    /// starts a run only while this daemon leads (a standby answers 409 naming the leader), and
+    /// the run carries the leader's epoch, as the daemon's own runs do.
     pub fn prepare(self) -> Ready {
         let daemon = Daemon::new(self.config.clone(), self.engine.clone(), self.settings);
+        let mut engine = self.engine;
+        engine.fence = crate::leader::Fence(Some(daemon.leadership()));
         let state = ApiState {
             config: Arc::new(self.config),
-            engine: self.engine,
+            engine,
             daemon: daemon.handle(),
             tokens: Arc::new(self.tokens),
         };
