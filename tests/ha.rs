@@ -198,7 +198,10 @@ fn the_leader_carries_a_failover_out_and_the_standby_only_watches() {
     )
     .unwrap();
     assert_eq!(code, 409, "{text}");
-    assert!(text.contains("leader lease"), "{text}");
+    assert!(
+        text.contains("leader lease") && text.contains("dr-east holds it"),
+        "{text}"
+    );
 
     let run = ha.east.failover("us-west-2", "undisturbed");
     let view = ha.wait_finished("east", &run, Duration::from_secs(90));
