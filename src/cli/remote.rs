@@ -36,13 +36,23 @@ fn idempotency_key() -> String {
     }
 }
 
+/// The daemon that holds the store, for messages: `the daemon <holder>`, once, whether the
+/// holder is a file lock's (a command line and pid) or a lease's (already `the daemon <id> ...`).
+pub fn the_daemon(holder: &str) -> String {
+    format!(
+        "the daemon {}",
+        holder.strip_prefix("the daemon ").unwrap_or(holder)
+    )
+}
+
 /// Starts a run through the daemon's API and follows it until it finishes or needs an operator.
 pub async fn start(ctx: &Ctx, args: &RunArgs, kind: RunKind, holder: &str) -> CliResult {
     let base =
         std::env::var("DR_API_URL").unwrap_or_else(|_| format!("http://{}", ctx.config.api_listen));
     let token = std::env::var("DR_API_TOKEN").map_err(|_| {
         CliError::refused(format!(
-            "the daemon {holder} carries out runs on this store; set DR_API_TOKEN to a token with the operate role so this command goes through its API at {base}"
+            "{} carries out runs on this store; set DR_API_TOKEN to a token with the operate role so this command goes through its API at {base}",
+            the_daemon(holder)
         ))
     })?;
     if !args.dry_run {

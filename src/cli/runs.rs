@@ -254,7 +254,10 @@ pub async fn resume(ctx: &Ctx, args: ControlArgs) -> CliResult {
                 &why,
                 ctx.now(),
             )?;
-            println!("run {run}: resumed; the daemon {holder} continues it");
+            println!(
+                "run {run}: resumed; {} continues it",
+                remote::the_daemon(&holder)
+            );
             return Ok(exit::OK);
         }
         Err(err) => return Err(err.into()),
