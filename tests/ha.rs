@@ -309,10 +309,10 @@ fn a_leader_stopped_past_its_lease_never_acts_again_once_woken() {
     assert_taken_over_and_finished_once(&ha, &run);
 
     // East wakes up, its lease long gone on its own clock.
+    let log_before = ha.east.log_text().len();
     let woken_at = unix_now();
     let woken = Instant::now();
     ha.east.signal("-CONT");
-    let log_before = ha.east.log_text().len();
     ha.wait_standby("east", Duration::from_secs(15));
     // For 15 s, it never says it leads, and it makes no change.
     while woken.elapsed() < Duration::from_secs(15) {
@@ -327,9 +327,18 @@ fn a_leader_stopped_past_its_lease_never_acts_again_once_woken() {
     let log = ha.east.log_text();
     let after = &log[log_before.min(log.len())..];
     assert!(
-        log.contains("lost the leader lease") || log.contains("standing by: no longer the leader"),
+        after.contains("lost the leader lease")
+            || after.contains("standing by: no longer the leader"),
         "east's log does not say it stood down:\n{}",
         ha::tail(after)
+    );
+    println!(
+        "east after SIGCONT:\n{}",
+        after
+            .lines()
+            .filter(|l| l.contains("lease") || l.contains("standing") || l.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let lease = ha.east.status().and_then(|s| s.lease).unwrap();
     assert_eq!(
@@ -575,8 +584,15 @@ fn a_manual_failover_goes_to_the_leading_daemon_and_runs_locally_only_once_both_
         .unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(text.contains("dr-east"), "{text}");
+    assert!(
+        text.contains("the daemon dr-east (leader lease epoch 1) carries out runs"),
+        "{text}"
+    );
     assert!(text.contains("DR_API_TOKEN"), "{text}");
+    println!(
+        "without a token: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(8),
         "{:?}",
