@@ -318,7 +318,7 @@ fn sdk_calls_in_source() -> std::collections::BTreeSet<String> {
 fn sdk_calls_in(paths: &[std::path::PathBuf]) -> std::collections::BTreeSet<String> {
     let mut calls = std::collections::BTreeSet::new();
     for path in paths {
-        let source = std::fs::read_to_string(&path).unwrap();
+        let source = std::fs::read_to_string(path).unwrap();
         // Test modules call mocks, not AWS.
         let source = source.split("#[cfg(test)]").next().unwrap();
         let code: String = source
