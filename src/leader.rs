@@ -15,8 +15,13 @@ use crate::core::time::Timestamp;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
+
+/// This process's monotonic clock: tokio's, so that tests in paused virtual time judge leases
+/// in virtual time.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// This process's part in the lease.
 #[derive(Clone, Debug)]
@@ -105,7 +110,7 @@ impl Leadership {
     /// if it does not hold the lease or its lease may have lapsed for others.
     pub fn epoch(&self) -> Result<u64, StoreError> {
         match &*self.role() {
-            Role::Leader(tenure) if tenure.valid(Instant::now()) => Ok(tenure.record.epoch),
+            Role::Leader(tenure) if tenure.valid(now()) => Ok(tenure.record.epoch),
             Role::Leader(tenure) => Err(StoreError::NotLeader {
                 holder: self.id.clone(),
                 why: format!(
@@ -148,7 +153,7 @@ impl Leadership {
                 // its own clock.
                 let mut role = self.role();
                 if let Role::Leader(tenure) = &*role
-                    && !tenure.valid(Instant::now())
+                    && !tenure.valid(now())
                 {
                     let epoch = tenure.record.epoch;
                     *role = Role::Standby {
@@ -168,7 +173,7 @@ impl Leadership {
         let current = self.role().clone();
         match current {
             Role::Leader(tenure) => {
-                if !tenure.valid(Instant::now()) {
+                if !tenure.valid(now()) {
                     // Paused, or slow: it may already be someone else's. Stop first; a later
                     // round may take it again the ordinary way.
                     *self.role() = Role::Standby {
@@ -180,7 +185,7 @@ impl Leadership {
                         tenure.record.epoch
                     )));
                 }
-                let sent = Instant::now();
+                let sent = now();
                 let next = tenure.record.renewed(at);
                 if store.swap_lease(Some(&tenure.record), &next)? {
                     *self.role() = Role::Leader(Tenure {
@@ -199,7 +204,7 @@ impl Leadership {
                             && !record.released =>
                     {
                         let next = record.renewed(at);
-                        let sent = Instant::now();
+                        let sent = now();
                         if store.swap_lease(Some(&record), &next)? {
                             *self.role() = Role::Leader(Tenure {
                                 record: next,
@@ -227,9 +232,9 @@ impl Leadership {
             }
             Role::Standby { sighting, .. } => {
                 let read = store.lease()?;
-                let now = Instant::now();
+                let at_now = now();
                 let (sighting, mut judgement) =
-                    judge(sighting.as_ref(), read.as_ref(), now, self.terms.period);
+                    judge(sighting.as_ref(), read.as_ref(), at_now, self.terms.period);
                 if self.exclusive
                     && let Judgement::Held {
                         holder,
@@ -252,7 +257,7 @@ impl Leadership {
                         self.terms.period,
                         at,
                     );
-                    let sent = Instant::now();
+                    let sent = now();
                     if store.swap_lease(read.as_ref(), &next)? {
                         let epoch = next.epoch;
                         *self.role() = Role::Leader(Tenure {
@@ -307,7 +312,7 @@ impl Leadership {
         let period_ms = self.terms.period.as_millis() as u64;
         let role = self.role().clone();
         match role {
-            Role::Leader(tenure) if tenure.valid(Instant::now()) => LeaseStatus {
+            Role::Leader(tenure) if tenure.valid(now()) => LeaseStatus {
                 role: "leader".into(),
                 epoch: Some(tenure.record.epoch),
                 leader: Some(self.id.clone()),
@@ -407,17 +412,17 @@ mod tests {
         }
         // East stops (killed, or stopped with SIGSTOP): it stops acting on its own clock 8 s
         // after its last renewal was sent; west takes over 10 s after it saw it.
-        let stopped = Instant::now();
+        let stopped = now();
         let mut east_stopped_acting = None;
         let mut west_won = None;
         while west_won.is_none() {
             tokio::time::advance(Duration::from_millis(500)).await;
             if east_stopped_acting.is_none() && !east.leads() {
-                east_stopped_acting = Some(stopped.elapsed());
+                east_stopped_acting = Some(now().duration_since(stopped));
             }
             if let Change::Won(epoch) = west.round(&store, Timestamp(0)) {
                 assert_eq!(epoch, 2);
-                west_won = Some(stopped.elapsed());
+                west_won = Some(now().duration_since(stopped));
             }
         }
         let (east_stopped, west_won) = (east_stopped_acting.unwrap(), west_won.unwrap());

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::daemon::{Daemon, DaemonError, DaemonHandle, DaemonSettings};
 use crate::engine::Engine;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,9 @@ pub struct Service {
     /// The listener's limits.
     pub limits: Limits,
 }
+
+/// The longest the API waits for the daemon's first observation before it answers anyway.
+const FIRST_TICK_WAIT: Duration = Duration::from_secs(30);
 
 /// A service that has been set up but not started: its handle is available before it runs.
 pub struct Ready {
@@ -71,13 +75,32 @@ impl Ready {
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
         let server_stop = shutdown.child_token();
+        let handle = self.daemon.handle();
+        let mut watcher = tokio::spawn(self.daemon.run(shutdown));
+        // The API answers once the daemon has observed once (or after FIRST_TICK_WAIT): before
+        // that it could not say where the writer is, and an operator's `dr failover` would be
+        // refused for want of it. Connections made meanwhile wait in the listen queue.
+        let first = tokio::time::Instant::now() + FIRST_TICK_WAIT;
+        while handle.status().is_none()
+            && handle.store_failure().is_none()
+            && !watcher.is_finished()
+            && tokio::time::Instant::now() < first
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let server = tokio::spawn(crate::api::serve::serve(
             listener,
             app(self.state),
             self.limits,
             server_stop.clone(),
         ));
-        let watched = self.daemon.run(shutdown).await;
+        let watched = match (&mut watcher).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!(error = %err, "the watch loop stopped unexpectedly");
+                Ok(())
+            }
+        };
         server_stop.cancel();
         let _ = server.await;
         watched

@@ -14,8 +14,7 @@
 use crate::core::ids::RegionName;
 use crate::core::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The version of [`LeaseRecord`] this dr writes and reads.
 pub const LEASE_VERSION: u32 = 1;

@@ -268,6 +268,8 @@ pub struct Daemon {
     /// The lease is kept by a task of `run`; without it (a test ticking by hand) each tick
     /// keeps it.
     keeper: bool,
+    /// What each finished run counts for the cooldown (its last promotion or operator's abort).
+    finished_runs: BTreeMap<RunId, Option<Timestamp>>,
 }
 
 impl Daemon {
@@ -330,6 +332,7 @@ impl Daemon {
             ticks: 0,
             peers: BTreeMap::new(),
             keeper: false,
+            finished_runs: BTreeMap::new(),
         }
     }
 
@@ -874,11 +877,17 @@ impl Daemon {
     /// aborted counts from the abort, promotion or not. A run stored before
     /// that event existed counts from its creation if its promote-db started. The look-back
     /// skips dry runs and reaches far past any cooldown.
-    fn last_failover_at(&self) -> Result<Option<Timestamp>, DaemonError> {
-        let store = &self.engine.store;
+    fn last_failover_at(&mut self) -> Result<Option<Timestamp>, DaemonError> {
+        let store = self.engine.store.clone();
         let mut latest: Option<Timestamp> = None;
         for header in store.list_runs(COOLDOWN_LOOKBACK_RUNS)? {
             if header.dry_run {
+                continue;
+            }
+            // A finished run's log never changes: read once, not every poll (on a shared
+            // store each read is a request).
+            if let Some(known) = self.finished_runs.get(&header.id) {
+                latest = latest.max(*known);
                 continue;
             }
             let Some(stored) = store.load_run(&header.id)? else {
@@ -904,6 +913,10 @@ impl Daemon {
                 })
                 .map(|e| e.at)
                 .next_back();
+            if state.outcome.is_some() {
+                self.finished_runs
+                    .insert(header.id.clone(), promoted.max(aborted));
+            }
             latest = latest.max(promoted).max(aborted);
         }
         Ok(latest)
