@@ -1178,3 +1178,73 @@ fn items_over_dynamodbs_limit_are_refused_and_nothing_is_written() {
         .append(&run, Timestamp(4_000), &Actor::engine(), started(2))
         .unwrap();
 }
+
+#[test]
+fn a_write_applied_but_unanswered_is_recognised_as_its_own_when_its_retry_fails_its_condition() {
+    let (_dir, moto) = setup();
+    // The first attempt is answered after the attempt limit (applied at 1 s); the SDK sends it
+    // again, and the retry, held 0.5 s, is judged after the first was applied: its condition
+    // fails.
+    let settings = DynamoSettings {
+        attempt_timeout: Duration::from_millis(900),
+        call_timeout: Duration::from_secs(6),
+        ..settings(&moto, STORE_TABLE)
+    };
+    let store = DynamoStore::connect_with_credentials(&settings, KEY, "testing").unwrap();
+    let slow_then_slower = |operation: &str| {
+        for seconds in [1.0, 0.5] {
+            moto.client_fault(
+                KEY,
+                json!({"service": "dynamodb", "operation": operation, "kind": "latency", "seconds": seconds, "count": 1}),
+            );
+        }
+    };
+    // (first attempts applied late, retries whose condition failed) of `op` so far.
+    let late_and_refused = |op: &str| {
+        let calls = store_calls(&moto, KEY);
+        let count = |want: &str| {
+            calls
+                .iter()
+                .filter(|(o, _, outcome)| o == op && outcome == want)
+                .count()
+        };
+        (count("latency"), count("HTTP 400"))
+    };
+
+    // The claim of a new run.
+    slow_then_slower("UpdateItem");
+    store
+        .create_run(&contract::header("r-1"), &Actor::new("alice"), "x")
+        .unwrap();
+    assert_eq!(late_and_refused("UpdateItem"), (1, 1));
+    let run = RunId::new("r-1");
+    assert_eq!(store.active_run().unwrap(), Some(run.clone()));
+    assert_eq!(store.list_runs(10).unwrap().len(), 1);
+
+    // An event: stored once, not again as the next one.
+    store
+        .append(&run, Timestamp(2_000), &Actor::engine(), started(1))
+        .unwrap();
+    slow_then_slower("PutItem");
+    let record = store
+        .append(
+            &run,
+            Timestamp(3_000),
+            &Actor::engine(),
+            RunEvent::StepProgress {
+                step: StepName::Preflight,
+                note: "once".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(late_and_refused("PutItem"), (1, 1));
+    assert_eq!(record.seq, 2);
+    assert_eq!(store.load_run(&run).unwrap().unwrap().events.len(), 2);
+
+    // A lease swap.
+    let lease = LeaseRecord::successor(None, "east", None, Duration::from_secs(10), Timestamp(1));
+    slow_then_slower("UpdateItem");
+    assert!(store.swap_lease(None, &lease).unwrap());
+    assert_eq!(late_and_refused("UpdateItem"), (2, 2));
+    assert_eq!(store.lease().unwrap(), Some(lease));
+}

@@ -112,6 +112,14 @@ async fn a_leader_killed_anywhere_in_a_run_is_replaced_by_the_standby_with_each_
     let world = reference.sim.snapshot().unwrap();
     let (outcome, counts) = (common::outcome_of(&world), common::mutation_counts(&world));
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let events = reference
+        .store
+        .load_run(&reference.run)
+        .unwrap()
+        .unwrap()
+        .events
+        .len();
+    eprintln!("an undisturbed failover's log: {events} events");
     reference.stop.cancel();
 
     // Killed at points all through the run: in preflight, the promotion's wait, the node

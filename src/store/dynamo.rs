@@ -34,7 +34,8 @@
 //! clears the active run after its audit line; a pointer to a finished run counts as no active
 //! run.
 //!
-//! Every write carries a random `writer` token, so a write whose first attempt was applied but
+//! Conditional writes carry a random token (an event's and a header's `writer`, the lease's
+//! `lease_writer`, a claim's `creating.writer`), so a write whose first attempt was applied but
 //! unanswered, and whose retry then failed its condition, is recognised as its own.
 //!
 //! The trait is synchronous and called from inside tokio runtimes; the SDK is async. The store
@@ -247,7 +248,7 @@ impl DynamoStore {
             });
             let _ = tx.send(connected);
         });
-        let inner = match rx.recv_timeout(limit + GRACE) {
+        let inner = match rx.recv_timeout(limit.saturating_add(GRACE)) {
             Ok(result) => result?,
             Err(_) => {
                 return Err(StoreError::Unavailable {
@@ -295,7 +296,7 @@ impl DynamoStore {
                 });
             let _ = tx.send(result);
         });
-        rx.recv_timeout(limit + GRACE)
+        rx.recv_timeout(limit.saturating_add(GRACE))
             .unwrap_or_else(|_| Err(late()))
     }
 }
@@ -505,6 +506,8 @@ struct Creating {
     order: u64,
     header: RunHeader,
     created: AuditEntry,
+    /// The token of the write that created it, copied to the header item.
+    writer: String,
 }
 
 /// The audit line of the last change of the automation switches, kept in the control item so
@@ -1160,6 +1163,7 @@ impl Inner {
         let mut header_item = key(&run_pk(run), HEADER_SK);
         header_item.insert("header".into(), s(&header));
         header_item.insert("created".into(), s(&created));
+        header_item.insert("writer".into(), s(&creating.writer));
         let mut index_item = key(RUNS_PK, &index_sk(creating.order, run));
         index_item.insert("header".into(), s(&header));
         let audit_key = run_audit_key(creating.created.at, run, 0);
@@ -1287,6 +1291,7 @@ impl Inner {
                 order,
                 header: header.clone(),
                 created: created.clone(),
+                writer: token.clone(),
             };
             let text = json(&creating);
             if text.len() + CONTROL_HEADROOM > MAX_ITEM_BYTES {
@@ -1297,7 +1302,7 @@ impl Inner {
             }
             let mut expr = Expr::default();
             let update = format!(
-                "SET {} = {}, {} = {}, {} = {}, {} = {}, {} = {}, {} = {}",
+                "SET {} = {}, {} = {}, {} = {}, {} = {}, {} = {}",
                 expr.n("active_run"),
                 expr.v("run", s(id.as_str())),
                 expr.n("active_order"),
@@ -1306,8 +1311,6 @@ impl Inner {
                 expr.v("creating", s(&text)),
                 expr.n("version"),
                 expr.v("next", n(order)),
-                expr.n("writer"),
-                expr.v("writer", s(&token)),
                 expr.n("layout"),
                 expr.v("layout", n(LAYOUT)),
             );
@@ -1329,10 +1332,7 @@ impl Inner {
             {
                 Updated::Done(_) => true,
                 // Our own earlier attempt, applied but unanswered?
-                Updated::ConditionFailed => {
-                    let now = self.control().await?;
-                    self.writer(&now, "writer")? == Some(token.as_str())
-                }
+                Updated::ConditionFailed => self.created_by(&id, &token).await?,
             };
             if claimed {
                 // The run exists from here on; the copy is completed by whoever comes next if
@@ -1346,6 +1346,23 @@ impl Inner {
         Err(self.unavailable(format!(
             "run {id} was not created: the control item changed under each of {WRITE_ROUNDS} attempts"
         )))
+    }
+
+    /// Whether run `run` was created by the write with `token`: the token is in the control
+    /// item while its creation is completed, and on its header item after.
+    async fn created_by(&self, run: &RunId, token: &str) -> Result<bool, StoreError> {
+        let pk = run_pk(run);
+        let (control, header) = tokio::join!(self.control(), self.get(&pk, HEADER_SK));
+        if self
+            .creating(&control?)?
+            .is_some_and(|c| c.header.id == *run && c.writer == token)
+        {
+            return Ok(true);
+        }
+        Ok(match header? {
+            Some(item) => self.text(&item, "writer")? == Some(token),
+            None => false,
+        })
     }
 
     async fn append(
@@ -1418,7 +1435,7 @@ impl Inner {
                 .await
             {
                 Ok(()) if finished => {
-                    if let Err(err) = self.clear_active(&run, &token).await {
+                    if let Err(err) = self.clear_active(&run).await {
                         tracing::warn!(run = %run, error = %err, "the finished run is still named active");
                     }
                 }
@@ -1435,17 +1452,15 @@ impl Inner {
     }
 
     /// Clears the active run if it is `run`.
-    async fn clear_active(&self, run: &RunId, token: &str) -> Result<(), StoreError> {
+    async fn clear_active(&self, run: &RunId) -> Result<(), StoreError> {
         let mut expr = Expr::default();
         let version = expr.n("version");
         let update = format!(
-            "REMOVE {}, {} SET {version} = if_not_exists({version}, {}) + {}, {} = {}",
+            "REMOVE {}, {} SET {version} = if_not_exists({version}, {}) + {}",
             expr.n("active_run"),
             expr.n("active_order"),
             expr.v("zero", n(0)),
             expr.v("one", n(1)),
-            expr.n("writer"),
-            expr.v("writer", s(token)),
         );
         let condition = format!(
             "{} = {}",
@@ -1594,15 +1609,13 @@ impl Inner {
         let mut expr = Expr::default();
         let version = expr.n("version");
         let update = format!(
-            "SET {} = {}, {} = {}, {version} = if_not_exists({version}, {}) + {}, {} = {}, {} = {}",
+            "SET {} = {}, {} = {}, {version} = if_not_exists({version}, {}) + {}, {} = {}",
             expr.n("automation"),
             expr.v("automation", s(json(&automation))),
             expr.n("automation_audit"),
             expr.v("audit", s(json(&pending))),
             expr.v("zero", n(0)),
             expr.v("one", n(1)),
-            expr.n("writer"),
-            expr.v("writer", s(nonce())),
             expr.n("layout"),
             expr.v("layout", n(LAYOUT)),
         );
@@ -2041,6 +2054,18 @@ mod tests {
         let mut bad = settings("http://127.0.0.1:9".into(), 100, 100);
         bad.call_timeout = Duration::ZERO;
         assert!(DynamoStore::connect_with_credentials(&bad, "k", "s").is_err());
+        // Limits too long to add to an instant: no overflow.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let mut endless = settings(closed, 100, 100);
+        endless.attempt_timeout = Duration::MAX;
+        endless.call_timeout = Duration::MAX;
+        let err = DynamoStore::connect_with_credentials(&endless, "k", "s")
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
         let default = DynamoSettings::default();
         assert_eq!(default.attempt_timeout, Duration::from_secs(2));
         assert!(default.call_timeout > default.attempt_timeout);
