@@ -328,7 +328,7 @@ impl fmt::Display for Decision {
                         "standing by: {leader} holds the leader lease (epoch {epoch}) and decides; this daemon observes and takes over if the lease lapses"
                     ),
                     _ => f.write_str(
-                        "standing by: this daemon does not hold the leader lease yet; it observes and takes the lease when it is free",
+                        "standing by: this daemon does not hold the leader lease (it has not yet seen who does); it observes, and takes the lease once it is free or lapsed",
                     ),
                 },
                 Hold::CannotConfirm {
