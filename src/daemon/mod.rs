@@ -424,7 +424,6 @@ impl Daemon {
         }
         match leading {
             Some(epoch) => {
-                self.acting = Some(epoch);
                 self.last_decision = None;
                 tracing::info!(daemon = %self.leadership.id, epoch, "leading: taking over");
                 self.engine.store.record_audit(&AuditEntry {
@@ -435,7 +434,10 @@ impl Daemon {
                     action: format!("daemon {} leads", self.leadership.id),
                     reason: format!("it won the leader lease, epoch {epoch}"),
                 })?;
+                // Acting only once the run is taken over: if the store fails on the way, the
+                // next tick takes over again instead of leaving the run without an executor.
                 self.take_over(epoch)?;
+                self.acting = Some(epoch);
             }
             None => {
                 self.acting = None;
