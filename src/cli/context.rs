@@ -376,9 +376,12 @@ impl Ctx {
                     }
                     let now = Timestamp::from_system_time(std::time::SystemTime::now());
                     if let Change::Lost(why) = leadership.round(store.as_ref(), now) {
+                        // Never taken again by this command: what it read before no longer
+                        // holds, and a daemon may have carried the run on meanwhile.
                         eprintln!(
-                            "dr: lost the leader lease ({why}); this command makes no further change"
+                            "dr: lost the leader lease ({why}); this command makes no further change: see `dr status`"
                         );
+                        break;
                     }
                 }
             })

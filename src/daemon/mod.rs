@@ -264,7 +264,7 @@ pub struct Daemon {
     acting: Option<u64>,
     ticks: u64,
     /// The other daemons' published ticks, and when each last changed on this daemon's clock.
-    peers: BTreeMap<String, (u64, tokio::time::Instant)>,
+    peers: BTreeMap<String, (u64, Option<tokio::time::Instant>)>,
     /// The lease is kept by a task of `run`; without it (a test ticking by hand) each tick
     /// keeps it.
     keeper: bool,
@@ -355,14 +355,20 @@ impl Daemon {
             if status.daemon == self.leadership.id {
                 continue;
             }
-            let seen = self
-                .peers
-                .entry(status.daemon.clone())
-                .or_insert((status.tick, now));
+            // A status counts once its tick has been seen to change: a daemon long dead left
+            // its last status behind, and that is not a vantage point.
+            let Some(seen) = self.peers.get_mut(&status.daemon) else {
+                self.peers
+                    .insert(status.daemon.clone(), (status.tick, None));
+                continue;
+            };
             if seen.0 != status.tick {
-                *seen = (status.tick, now);
+                *seen = (status.tick, Some(now));
             }
-            if now.saturating_duration_since(seen.1) > stale_after {
+            if seen
+                .1
+                .is_none_or(|changed| now.saturating_duration_since(changed) > stale_after)
+            {
                 continue;
             }
             for region in &status.regions {
@@ -422,6 +428,11 @@ impl Daemon {
         if leading == self.acting {
             return Ok(());
         }
+        if self.acting.is_some() {
+            // Lost, or lost and won again between two ticks: whatever ran under the old epoch
+            // stops first, so that nothing started then acts under the new one.
+            self.stand_down();
+        }
         match leading {
             Some(epoch) => {
                 self.last_decision = None;
@@ -440,29 +451,37 @@ impl Daemon {
                 self.acting = Some(epoch);
             }
             None => {
-                self.acting = None;
-                self.last_decision = None;
-                // Crash-like: nothing is written (the store would refuse it), the calls in
-                // flight are dropped, and the new leader resumes from the log.
-                if let Some(handle) = self.executor.take() {
-                    handle.abort();
-                }
-                if let Some(handle) = self.scaler.take() {
-                    handle.abort();
-                }
-                if let Some(handle) = self.follow_up.take() {
-                    handle.abort();
-                }
-                self.prewarmed = None;
-                tracing::warn!(daemon = %self.leadership.id, "standing by: no longer the leader");
+                tracing::warn!(daemon = %self.leadership.id, "standing by: no longer the leader")
             }
         }
         Ok(())
     }
 
+    /// Stops everything this daemon was doing as leader. Crash-like: nothing is written (the
+    /// store would refuse it), the calls in flight are dropped, and the leader resumes from the
+    /// log.
+    fn stand_down(&mut self) {
+        self.acting = None;
+        self.last_decision = None;
+        if let Some(handle) = self.executor.take() {
+            handle.abort();
+        }
+        if let Some(handle) = self.scaler.take() {
+            handle.abort();
+        }
+        if let Some(handle) = self.follow_up.take() {
+            handle.abort();
+        }
+        self.prewarmed = None;
+    }
+
     /// Marks the unfinished run as this leader's, so that the log refuses every write of an
     /// older one, then resumes it.
     fn take_over(&mut self, epoch: u64) -> Result<(), DaemonError> {
+        // Still this epoch's, on this process's clock, right before it writes.
+        if self.leadership.epoch()? != epoch {
+            return Ok(());
+        }
         let store = self.engine.store.clone();
         if let Some(run) = store.active_run()?
             && let Some(stored) = store.load_run(&run)?

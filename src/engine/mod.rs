@@ -174,6 +174,8 @@ pub struct StepCtx {
     /// The operator's approval of this step, with the figure it accepted.
     pub approval: Option<Approval>,
     fence: crate::leader::Fence,
+    /// The epoch the step started under: it acts under that one or not at all.
+    epoch: Option<u64>,
     store: Arc<dyn Store>,
     progress: Arc<dyn Progress>,
     waiting_for: Mutex<String>,
@@ -302,11 +304,34 @@ impl StepCtx {
             return None;
         }
         // Leadership first, on this process's own clock: a daemon whose lease may have lapsed
-        // (it was paused, or could not renew) makes no call, whatever the store says.
-        let epoch = match self.fence.epoch() {
+        // (it was paused, or could not renew) makes no call, whatever the store says; nor does
+        // a step started under an epoch this process no longer holds.
+        let epoch = match self.leads() {
             Ok(epoch) => epoch,
-            Err(err) => return Some(err.to_string()),
+            Err(why) => return Some(why),
         };
+        let blocked = self.blocked_by_store(epoch);
+        if blocked.is_some() {
+            return blocked;
+        }
+        // Again after the store's read, which can be slow on a shared store: the call goes
+        // out only if the lease still holds now.
+        self.leads().err()
+    }
+
+    /// The epoch this step may act under now, or why it may not.
+    fn leads(&self) -> Result<Option<u64>, String> {
+        let epoch = self.fence.epoch().map_err(|e| e.to_string())?;
+        if epoch != self.epoch {
+            return Err(format!(
+                "the lease epoch changed since this step started (epoch {:?}, now {:?})",
+                self.epoch, epoch
+            ));
+        }
+        Ok(epoch)
+    }
+
+    fn blocked_by_store(&self, epoch: Option<u64>) -> Option<String> {
         match self.guard {
             Guard::Run => match self.store.load_run(&self.run) {
                 Ok(Some(stored)) => match stored.state() {
@@ -575,6 +600,7 @@ impl Engine {
             dns_follow_up: false,
             approval: None,
             fence: self.fence.clone(),
+            epoch: self.fence.epoch().ok().flatten(),
             store: self.store.clone(),
             progress: Arc::new(Silent),
             waiting_for: Mutex::new(String::new()),
@@ -618,6 +644,7 @@ impl Engine {
             dns_follow_up,
             approval: state.steps.get(&step).and_then(|s| s.approval.clone()),
             fence: self.fence.clone(),
+            epoch: self.fence.epoch().ok().flatten(),
             store: self.store.clone(),
             progress: self.progress.clone(),
             waiting_for: Mutex::new(String::new()),
