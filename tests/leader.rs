@@ -233,3 +233,48 @@ async fn a_standby_observes_but_never_acts_and_a_clean_shutdown_hands_over_at_on
     pair.stop.cancel();
     let _ = pair.west.await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_changes_hands_twice_between_ticks_leaves_each_mutation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = start_pair(dir.path()).await;
+    let started = reference.clock.now();
+    assert_eq!(finished(&reference).await, RunOutcome::Succeeded);
+    let duration = reference.clock.now().since(started);
+    let counts = common::mutation_counts(&reference.sim.snapshot().unwrap());
+    reference.stop.cancel();
+
+    // Inside each step's waits, another process takes the lease and releases it at once: the
+    // leader loses it and either daemon wins it again within two of its readings, often before
+    // the next tick. Whatever ran under the old epoch must stop; the run ends once, each
+    // mutation made once.
+    let mut at = Duration::from_secs(5);
+    let mut changed_hands = 0;
+    while at < duration {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = start_pair(dir.path()).await;
+        tokio::time::sleep(at).await;
+        let now = pair.clock.now();
+        let held = pair.store.lease().unwrap().unwrap();
+        let intruder =
+            dr::core::lease::LeaseRecord::successor(Some(&held), "intruder", None, LEASE, now);
+        assert!(pair.store.swap_lease(Some(&held), &intruder).unwrap());
+        assert!(
+            pair.store
+                .swap_lease(Some(&intruder), &intruder.released(now))
+                .unwrap()
+        );
+        changed_hands += 1;
+        assert_eq!(finished(&pair).await, RunOutcome::Succeeded, "at {at:?}");
+        let world = pair.sim.snapshot().unwrap();
+        assert_eq!(common::mutation_counts(&world), counts, "at {at:?}");
+        let lease = pair.store.lease().unwrap().unwrap();
+        assert!(lease.epoch >= held.epoch + 2, "{lease:?}");
+        assert_ne!(lease.holder, "intruder");
+        pair.stop.cancel();
+        pair.east_stop.cancel();
+        let _ = pair.west.await;
+        at += Duration::from_secs(29);
+    }
+    assert!(changed_hands >= 5, "{changed_hands}");
+}
